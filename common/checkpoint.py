@@ -1,0 +1,139 @@
+"""One checkpoint format for both stages: atomic writes, keep-last-N, latest lookup.
+
+A checkpoint is a ``torch.save`` dict::
+
+    {"format": "ar-vits", "version": 1, "stage": "s1" | "s2", "step": int, "epoch": int,
+     "config": <resolved config dict>, "symbols_md5": str,
+     "models": {name: state_dict}, "optimizers": {name: state_dict},
+     "schedulers": {name: state_dict}, "scaler": state_dict | None, "extra": dict}
+
+Files are ``<run_dir>/ckpt_<step:08d>.pt``, written through a temp file and an atomic
+rename, so a process killed while saving (or a full disk) leaves the previous
+checkpoint as the latest loadable one. Only plain containers and tensors are stored, so
+loading uses ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.fileio import atomic_write_with, remove_stale_temps
+
+FORMAT = "ar-vits"
+VERSION = 1
+_NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit; the message names the file."""
+
+
+@dataclass
+class Checkpoint:
+    stage: str
+    step: int
+    epoch: int
+    config: dict
+    symbols_md5: str
+    models: dict[str, dict] = field(default_factory=dict)
+    optimizers: dict[str, dict] = field(default_factory=dict)
+    schedulers: dict[str, dict] = field(default_factory=dict)
+    scaler: dict | None = None
+    extra: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "stage": self.stage, "step": self.step,
+                "epoch": self.epoch, "config": self.config, "symbols_md5": self.symbols_md5,
+                "models": self.models, "optimizers": self.optimizers, "schedulers": self.schedulers,
+                "scaler": self.scaler, "extra": self.extra}
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / f"ckpt_{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Finished checkpoints in ``run_dir``, oldest step first (temp files never match)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint, keep: int = 3) -> Path:
+    """Write ``ckpt`` atomically as ``ckpt_<step>.pt``, then delete all but the newest ``keep``."""
+    run_dir = Path(run_dir)
+    path = checkpoint_path(run_dir, ckpt.step)
+    payload = ckpt.to_dict()
+    atomic_write_with(path, lambda f: torch.save(payload, f))
+    remove_stale_temps(run_dir)
+    if keep > 0:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, stage: str | None = None, symbols_md5: str | None = None,
+                    map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint, checking its format, stage and symbol table.
+
+    ``path`` may be a file or a run directory (its latest checkpoint is used).
+    """
+    path = Path(path)
+    if path.is_dir():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointError(f"{path}: no checkpoint (ckpt_*.pt) in this directory")
+        path = latest
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an AR-VITS checkpoint (no format tag {FORMAT!r})")
+    if raw.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {raw.get('version')} is not supported (need {VERSION})")
+    if stage is not None and raw["stage"] != stage:
+        raise CheckpointError(f"{path}: this is an {raw['stage'].upper()} checkpoint, but an {stage.upper()} "
+                              "checkpoint is needed here")
+    if symbols_md5 is not None and raw["symbols_md5"] != symbols_md5:
+        raise CheckpointError(f"{path}: trained with a different phoneme symbol table (md5 {raw['symbols_md5']}, "
+                              f"this code has {symbols_md5}); the text front end does not match this checkpoint")
+    return Checkpoint(stage=raw["stage"], step=raw["step"], epoch=raw["epoch"], config=raw["config"],
+                      symbols_md5=raw["symbols_md5"], models=raw["models"], optimizers=raw["optimizers"],
+                      schedulers=raw["schedulers"], scaler=raw["scaler"], extra=raw["extra"], path=path)
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any], source: str | Path,
+                     strict: bool = True) -> None:
+    """``model.load_state_dict`` with a readable error listing missing, unexpected and mis-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    problems = []
+    if shape:
+        problems.append(f"{len(shape)} shape mismatch(es): " + "; ".join(shape[:5]))
+    if strict and missing:
+        problems.append(f"{len(missing)} missing key(s): " + ", ".join(missing[:5]))
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): " + ", ".join(unexpected[:5]))
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit this model ({' | '.join(problems)}). "
+                              "Was the checkpoint trained with a different config?")
+    model.load_state_dict(state, strict=strict)

@@ -8,8 +8,15 @@ import time
 import pytest
 import torch
 
-from common.checkpoint import (Checkpoint, CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
-                               load_model_state, save_checkpoint)
+from common.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
 
 
 def _ckpt(step, model, opt=None):

@@ -59,7 +59,7 @@ def _open_error(path: Path, err: Exception) -> AudioError:
         head = f.read(4)
     detail = str(getattr(err, "error_string", "") or err).strip()
     if head.startswith(_MAGICS):
-        return AudioError(path, f"truncated or corrupt header ({detail})")
+        return AudioError(path, f"truncated or corrupt header: {detail}")
     return AudioError(path, f"unreadable: not a recognised audio format ({detail})")
 
 

@@ -1,0 +1,142 @@
+"""Pieces shared by the two training scripts: precision, logging, non-finite guard, seeding.
+
+Device and precision are chosen once (``resolve_precision``), one autocast context is used
+for every forward (``autocast``), and a grad scaler exists only for fp16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. the loss keeps being non-finite)."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' → bf16 on a CUDA device that supports it, else fp32; half precisions on CPU → fp32."""
+    if device.type == "cuda":
+        if precision == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return precision
+    return "fp32"
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+
+def grad_norm(params: Iterable[torch.nn.Parameter]) -> float:
+    """Total L2 norm of the gradients (for logging; does not clip)."""
+    norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+class NonFiniteGuard:
+    """Counts steps whose loss is not finite; they are skipped by the caller.
+
+    Raises ``TrainingError`` after ``max_consecutive`` non-finite steps in a row.
+    """
+
+    def __init__(self, max_consecutive: int) -> None:
+        self.max_consecutive = max_consecutive
+        self.consecutive = 0
+        self.total_skipped = 0
+
+    def ok(self, loss: torch.Tensor, step: int) -> bool:
+        if bool(torch.isfinite(loss.detach()).all()):
+            self.consecutive = 0
+            return True
+        self.consecutive += 1
+        self.total_skipped += 1
+        if self.consecutive >= self.max_consecutive:
+            raise TrainingError(
+                f"the loss was non-finite for {self.consecutive} steps in a row (at step {step}); stopping. "
+                "Lower the learning rate, use precision fp32/bf16 instead of fp16, or check the data for NaN features.")
+        return False
+
+
+def setup_logging(run_dir: Path | None, is_main: bool, name: str) -> logging.Logger:
+    """A logger printing to stderr on rank 0 and appending to ``<run_dir>/train.log``."""
+    logger = logging.getLogger(name)
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    logger.addHandler(console)
+    if run_dir is not None and is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    return logger
+
+
+class Board:
+    """Tensorboard writer on rank 0; every method is a no-op on other ranks."""
+
+    def __init__(self, run_dir: Path, is_main: bool) -> None:
+        self.writer = None
+        if is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                if v is not None and math.isfinite(float(v)):
+                    self.writer.add_scalar(k, float(v), step)
+
+    def image(self, tag: str, img_hwc: np.ndarray, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_image(tag, img_hwc, step, dataformats="HWC")
+
+    def audio(self, tag: str, wav: torch.Tensor, step: int, sample_rate: int) -> None:
+        if self.writer is not None:
+            self.writer.add_audio(tag, wav.detach().float().clamp(-1, 1).cpu().reshape(1, -1), step,
+                                  sample_rate=sample_rate)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def spectrogram_image(spec: np.ndarray) -> np.ndarray:
+    """A [C, T] log-mel matrix → an [C, T, 3] uint8 image (low frequencies at the bottom), no matplotlib needed."""
+    lo, hi = float(np.min(spec)), float(np.max(spec))
+    norm = (spec - lo) / (hi - lo + 1e-8)
+    norm = norm[::-1]
+    # a simple perceptual colour ramp: dark blue → magenta → yellow
+    r = np.clip(1.5 * norm, 0, 1)
+    g = np.clip(2.0 * norm - 1.0, 0, 1)
+    b = np.clip(0.6 - np.abs(norm - 0.4) * 1.5, 0, 1) + 0.2 * (1 - norm)
+    return (np.stack([r, g, np.clip(b, 0, 1)], axis=-1) * 255).astype(np.uint8)

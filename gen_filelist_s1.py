@@ -1,0 +1,168 @@
+"""Stage 7: write S1's training and validation lists from the tokens and the phonemes.
+
+    python gen_filelist_s1.py --dump dump --config configs/s1.json
+    python gen_filelist_s1.py --dump dump --config configs/s1.json --seed 7 --val-items 16
+
+Reads ``dump/semantic.tsv``, ``dump/semantic.json`` (the token rate and codebook size come
+from here, never from an assumption) and ``dump/phonemes.tsv``. An item needs both tokens
+and phonemes; it is then filtered with the config's ``data`` section, in this order:
+
+- ``too few tokens``: fewer than ``min_tokens`` tokens;
+- ``too long``: more than ``max_seconds * token_rate`` tokens;
+- ``too many phones``: more than ``max_phones`` phones;
+- ``unknown phone``: a phone not in the symbol table;
+- ``phone rate``: phones per second outside ``[min_phones_per_second, max_phones_per_second]``,
+  with seconds = tokens / token_rate.
+
+Writes ``dump/s1_train.tsv`` and ``dump/s1_val.tsv``: a header ``id<TAB>phones<TAB>tokens``,
+then one row per item sorted by id, ``phones`` = space-separated symbols, ``tokens`` =
+space-separated token ids. ``--val-items`` items (default: the config's ``data.val_items``)
+are drawn for validation with ``--seed`` (default: ``train.seed``); the same inputs and seed
+give byte-identical files. Dropped items go to ``dump/rejected.tsv`` (stage ``s1_list``)
+and are counted per reason; an empty training list is an error (non-zero exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.config import ConfigError, S1Config, S1DataConfig, load_config
+from common.manifest import PHONEMES_NAME, REJECTED_NAME, ManifestError, read_phonemes
+from common.progress import RejectionReport
+from s1.data import (
+    S1_TRAIN_LIST,
+    S1_VAL_LIST,
+    SEMANTIC_JSON,
+    SEMANTIC_TSV,
+    S1DataError,
+    S1ListRow,
+    SemanticMeta,
+    check_symbols,
+    load_semantic_meta,
+    read_semantic_tsv,
+    write_s1_list,
+)
+from text.symbols import SYMBOL_TO_ID
+
+STAGE = "s1_list"
+
+
+@dataclass
+class Selection:
+    rows: list[S1ListRow]  # items that passed every filter, sorted by id
+    report: RejectionReport  # the others, with reasons
+
+
+def filter_reason(phones: list[str], n_tokens: int, token_rate: float, data: S1DataConfig) -> str | None:
+    """Why an item is left out of S1 training (``category: detail``), or None to keep it."""
+    n_phones = len(phones)
+    max_tokens = data.max_seconds * token_rate
+    if n_tokens < data.min_tokens or n_tokens == 0:
+        return f"too few tokens: {n_tokens} < min_tokens={data.min_tokens}"
+    if n_tokens > max_tokens:
+        return (f"too long: {n_tokens} tokens = {n_tokens / token_rate:.2f} s > max_seconds={data.max_seconds:g} "
+                f"at {token_rate:g} tokens/s")
+    if n_phones > data.max_phones:
+        return f"too many phones: {n_phones} > max_phones={data.max_phones}"
+    unknown = [p for p in phones if p not in SYMBOL_TO_ID]
+    if unknown:
+        return f"unknown phone: {unknown[0]!r} is not in the symbol table"
+    rate = n_phones / (n_tokens / token_rate)
+    if not data.min_phones_per_second <= rate <= data.max_phones_per_second:
+        return (f"phone rate: {rate:.2f} phones/s outside [{data.min_phones_per_second:g}, "
+                f"{data.max_phones_per_second:g}] ({n_phones} phones, {n_tokens / token_rate:.2f} s)")
+    return None
+
+
+def select(semantic: dict[str, list[int]], phonemes: dict[str, list[str]], meta: SemanticMeta,
+           data: S1DataConfig, sources: tuple[Path, Path]) -> Selection:
+    """Join tokens and phonemes by id and apply the filters."""
+    sem_path, ph_path = sources
+    report = RejectionReport(STAGE)
+    rows = []
+    for uid in sorted(set(semantic) | set(phonemes)):
+        if uid not in phonemes:
+            report.add(uid, str(sem_path), f"no phonemes: id has tokens but no row in {ph_path.name}")
+            continue
+        if uid not in semantic:
+            report.add(uid, str(ph_path), f"no tokens: id has phonemes but no row in {sem_path.name}")
+            continue
+        reason = filter_reason(phonemes[uid], len(semantic[uid]), meta.token_rate, data)
+        if reason:
+            report.add(uid, str(sem_path), reason)
+        else:
+            rows.append(S1ListRow(uid, phonemes[uid], semantic[uid]))
+    return Selection(rows, report)
+
+
+def split(rows: list[S1ListRow], val_items: int, seed: int) -> tuple[list[S1ListRow], list[S1ListRow]]:
+    """(train, val): ``val_items`` rows drawn with ``seed`` from the id-sorted rows; both sorted by id."""
+    ordered = sorted(rows, key=lambda r: r.id)
+    picked = list(range(len(ordered)))
+    random.Random(seed).shuffle(picked)
+    val_idx = set(picked[:val_items])
+    train = [r for i, r in enumerate(ordered) if i not in val_idx]
+    val = [r for i, r in enumerate(ordered) if i in val_idx]
+    return train, val
+
+
+def main(args: argparse.Namespace) -> None:
+    dump = Path(args.dump)
+    try:
+        cfg = load_config(args.config, S1Config)
+        meta = load_semantic_meta(dump / SEMANTIC_JSON)
+        check_symbols(meta, dump / SEMANTIC_JSON)
+        if cfg.model.codebook_size != meta.codebook_size:
+            raise S1DataError(f"{args.config}: model.codebook_size={cfg.model.codebook_size}, but the tokens in "
+                              f"{dump / SEMANTIC_TSV} come from an S2 codebook of {meta.codebook_size} codes "
+                              f"({dump / SEMANTIC_JSON}); set model.codebook_size to {meta.codebook_size}")
+        semantic = read_semantic_tsv(dump / SEMANTIC_TSV)
+        for uid, toks in semantic.items():
+            if toks and not 0 <= min(toks) <= max(toks) < meta.codebook_size:
+                raise S1DataError(f"{dump / SEMANTIC_TSV}: id {uid!r} has a token outside the codebook "
+                                  f"[0, {meta.codebook_size}) of {dump / SEMANTIC_JSON}; rerun extract_vq_s1.py "
+                                  "with --overwrite")
+        phonemes = {e.id: e.phones for e in read_phonemes(dump / PHONEMES_NAME)}
+    except (ConfigError, S1DataError, ManifestError) as err:
+        raise SystemExit(f"{STAGE}: {err}") from None
+    seed = cfg.train.seed if args.seed is None else args.seed
+    val_items = cfg.data.val_items if args.val_items is None else args.val_items
+    if val_items < 0:
+        raise SystemExit(f"{STAGE}: --val-items must be >= 0, got {val_items}")
+
+    sel = select(semantic, phonemes, meta, cfg.data, (dump / SEMANTIC_TSV, dump / PHONEMES_NAME))
+    sel.report.write(dump / REJECTED_NAME)
+    print(f"{STAGE}: {len(semantic)} items with tokens, {len(phonemes)} with phonemes; kept {len(sel.rows)}, "
+          f"left out {len(sel.report)} (token rate {meta.token_rate:g}/s from {dump / SEMANTIC_JSON})")
+    if len(sel.report):
+        print(f"{STAGE}: left out per reason (details in {dump / REJECTED_NAME}):")
+        for line in sel.report.summary():
+            print(line)
+    if len(sel.rows) <= val_items:
+        raise SystemExit(f"{STAGE}: only {len(sel.rows)} item(s) passed the filters, which leaves nothing to train "
+                         f"on after {val_items} validation item(s); see the counts above and {dump / REJECTED_NAME} "
+                         "(lower --val-items, or relax the data section of the config)")
+    train, val = split(sel.rows, val_items, seed)
+    write_s1_list(dump / S1_TRAIN_LIST, train)
+    write_s1_list(dump / S1_VAL_LIST, val)
+    hours = sum(len(r.tokens) for r in train) / meta.token_rate / 3600
+    print(f"{STAGE}: {len(train)} training items ({hours:.2f} h) in {dump / S1_TRAIN_LIST}, "
+          f"{len(val)} validation items in {dump / S1_VAL_LIST} (seed {seed})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dump", type=Path, default=Path("dump"), help="data directory (default: dump)")
+    p.add_argument("--config", "-c", type=Path, default=Path("configs/s1.json"),
+                   help="S1 config; its data section holds the filters (default: configs/s1.json)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the validation draw (default: train.seed)")
+    p.add_argument("--val-items", type=int, default=None,
+                   help="number of validation items (default: data.val_items of the config)")
+    return p
+
+
+if __name__ == "__main__":
+    main(build_parser().parse_args())

@@ -1,0 +1,191 @@
+"""HiFi-GAN v1 generator and the VITS multi-period discriminator.
+
+Generator: ``[B, C, T]`` latent frames -> ``[B, 1, T · prod(upsample_rates)]`` waveform in [-1, 1].
+Discriminator: waveforms ``[B, 1, N]`` -> per-sub-discriminator logits and feature maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import spectral_norm
+
+from modules.commons import get_padding, weight_norm
+
+LRELU_SLOPE = 0.1
+
+
+def _init_normal(conv: nn.Module, std: float = 0.01) -> nn.Module:
+    """N(0, std) weights, applied before weight norm so that it actually takes effect."""
+    nn.init.normal_(conv.weight, 0.0, std)
+    return conv
+
+
+class ResBlock1(nn.Module):
+    """Three dilated conv pairs: ``x += c2(lrelu(c1(lrelu(x))))`` (dilations ``d``, then 1)."""
+
+    def __init__(self, channels: int, kernel_size: int, dilations: list[int]):
+        super().__init__()
+        self.convs1 = nn.ModuleList([
+            weight_norm(_init_normal(nn.Conv1d(channels, channels, kernel_size, dilation=d,
+                                               padding=get_padding(kernel_size, d))))
+            for d in dilations])
+        self.convs2 = nn.ModuleList([
+            weight_norm(_init_normal(nn.Conv1d(channels, channels, kernel_size,
+                                               padding=get_padding(kernel_size, 1))))
+            for _ in dilations])
+
+    def forward(self, x: Tensor, x_mask: Tensor | None = None) -> Tensor:
+        """x: [B, C, T]; x_mask: [B, 1, T] or None -> [B, C, T]."""
+        for c1, c2 in zip(self.convs1, self.convs2):
+            xt = F.leaky_relu(x, LRELU_SLOPE)
+            if x_mask is not None:
+                xt = xt * x_mask
+            xt = F.leaky_relu(c1(xt), LRELU_SLOPE)
+            if x_mask is not None:
+                xt = xt * x_mask
+            x = x + c2(xt)
+        return x if x_mask is None else x * x_mask
+
+
+class Generator(nn.Module):
+    """HiFi-GAN v1: conv_pre (+ style) -> [lrelu, transposed conv, mean of ResBlock1s] x stages
+    -> LeakyReLU(0.01) -> conv_post (no bias) -> tanh."""
+
+    def __init__(self, initial_channel: int, resblock_kernel_sizes: list[int],
+                 resblock_dilation_sizes: list[list[int]], upsample_rates: list[int],
+                 upsample_initial_channel: int, upsample_kernel_sizes: list[int], gin_channels: int = 0):
+        super().__init__()
+        if len(upsample_rates) != len(upsample_kernel_sizes):
+            raise ValueError(f"upsample_rates {upsample_rates} and upsample_kernel_sizes "
+                             f"{upsample_kernel_sizes} differ in length")
+        for k, u in zip(upsample_kernel_sizes, upsample_rates):
+            if (k - u) % 2 != 0 or k < u:
+                raise ValueError(f"upsample kernel {k} with rate {u}: (kernel - rate) must be even and >= 0")
+        self.num_kernels = len(resblock_kernel_sizes)
+        self.conv_pre = nn.Conv1d(initial_channel, upsample_initial_channel, 7, padding=3)
+        if gin_channels > 0:
+            self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
+        self.ups = nn.ModuleList()
+        self.resblocks = nn.ModuleList()
+        ch = upsample_initial_channel
+        for u, k in zip(upsample_rates, upsample_kernel_sizes):
+            self.ups.append(weight_norm(_init_normal(
+                nn.ConvTranspose1d(ch, ch // 2, k, stride=u, padding=(k - u) // 2))))
+            ch //= 2
+            for rk, rd in zip(resblock_kernel_sizes, resblock_dilation_sizes):
+                self.resblocks.append(ResBlock1(ch, rk, rd))
+        self.conv_post = nn.Conv1d(ch, 1, 7, padding=3, bias=False)
+
+    def forward(self, x: Tensor, g: Tensor | None = None) -> Tensor:
+        """x: [B, C, T]; g: [B, gin, 1] or None -> [B, 1, T · prod(upsample_rates)]."""
+        x = self.conv_pre(x)
+        if g is not None:
+            x = x + self.cond(g)
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
+            x = sum(block(x) for block in blocks) / self.num_kernels
+        x = F.leaky_relu(x)  # PyTorch default slope 0.01 here (as in VITS), not 0.1
+        return torch.tanh(self.conv_post(x))
+
+
+def _norm(module: nn.Module, use_spectral_norm: bool) -> nn.Module:
+    return spectral_norm(module) if use_spectral_norm else weight_norm(module)
+
+
+class DiscriminatorP(nn.Module):
+    """Period discriminator: the waveform folded to ``[B, 1, N/p, p]``, 2-D convs along time."""
+
+    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False,
+                 channel_divisor: int = 1):
+        super().__init__()
+        self.period = period
+        chans = [1] + [c // channel_divisor for c in (32, 128, 512, 1024, 1024)]
+        pad = (get_padding(kernel_size, 1), 0)
+        self.convs = nn.ModuleList()
+        for i in range(5):
+            s = stride if i < 4 else 1
+            self.convs.append(_norm(nn.Conv2d(chans[i], chans[i + 1], (kernel_size, 1), (s, 1), padding=pad),
+                                    use_spectral_norm))
+        self.conv_post = _norm(nn.Conv2d(chans[-1], 1, (3, 1), 1, padding=(1, 0)), use_spectral_norm)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """x: [B, 1, N] -> (logits [B, M], feature maps)."""
+        b, c, n = x.shape
+        if n % self.period != 0:
+            x = F.pad(x, (0, self.period - n % self.period), mode="reflect")
+        x = x.view(b, c, -1, self.period)  # [B, 1, N/p, p]
+        fmap = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), LRELU_SLOPE)
+            fmap.append(x)
+        x = self.conv_post(x)
+        fmap.append(x)
+        return torch.flatten(x, 1, -1), fmap
+
+
+class DiscriminatorS(nn.Module):
+    """Scale discriminator on the raw waveform with grouped strided 1-D convs."""
+
+    def __init__(self, use_spectral_norm: bool = False, channel_divisor: int = 1):
+        super().__init__()
+        d = channel_divisor
+        # (in, out, kernel, stride, groups, padding) at full size
+        specs = [(1, 16, 15, 1, 1, 7), (16, 64, 41, 4, 4, 20), (64, 256, 41, 4, 16, 20),
+                 (256, 1024, 41, 4, 64, 20), (1024, 1024, 41, 4, 256, 20), (1024, 1024, 5, 1, 1, 2)]
+        self.convs = nn.ModuleList()
+        for c_in, c_out, k, s, g, p in specs:
+            c_in = c_in if c_in == 1 else c_in // d
+            self.convs.append(_norm(nn.Conv1d(c_in, c_out // d, k, s, groups=max(1, g // d), padding=p),
+                                    use_spectral_norm))
+        self.conv_post = _norm(nn.Conv1d(1024 // d, 1, 3, 1, padding=1), use_spectral_norm)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """x: [B, 1, N] -> (logits [B, M], feature maps)."""
+        fmap = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), LRELU_SLOPE)
+            fmap.append(x)
+        x = self.conv_post(x)
+        fmap.append(x)
+        return torch.flatten(x, 1, -1), fmap
+
+
+@dataclass
+class DiscriminatorOutput:
+    real_logits: list[Tensor]  # one [B, M_i] per sub-discriminator
+    fake_logits: list[Tensor]
+    real_features: list[list[Tensor]]  # per sub-discriminator, per layer
+    fake_features: list[list[Tensor]]
+
+
+class MultiPeriodDiscriminator(nn.Module):
+    """One scale discriminator plus one period discriminator per period (VITS)."""
+
+    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), use_spectral_norm: bool = False,
+                 channel_divisor: int = 1):
+        super().__init__()
+        discs: list[nn.Module] = [DiscriminatorS(use_spectral_norm, channel_divisor)]
+        discs += [DiscriminatorP(p, use_spectral_norm=use_spectral_norm, channel_divisor=channel_divisor)
+                  for p in periods]
+        self.discriminators = nn.ModuleList(discs)
+
+    def forward(self, y: Tensor, y_hat: Tensor) -> DiscriminatorOutput:
+        """y, y_hat: [B, 1, N] real and generated waveforms (run as one batch of 2B)."""
+        if y.shape != y_hat.shape:
+            raise ValueError(f"real {tuple(y.shape)} and generated {tuple(y_hat.shape)} waveforms differ in shape")
+        b = y.size(0)
+        both = torch.cat([y, y_hat.to(y.dtype)], dim=0)
+        out = DiscriminatorOutput([], [], [], [])
+        for disc in self.discriminators:
+            logits, fmap = disc(both)
+            out.real_logits.append(logits[:b])
+            out.fake_logits.append(logits[b:])
+            out.real_features.append([f[:b] for f in fmap])
+            out.fake_features.append([f[b:] for f in fmap])
+        return out

@@ -1,0 +1,64 @@
+"""S2 losses (VITS): feature matching, LSGAN discriminator/generator, KL, mel L1.
+
+Every function computes in fp32 (autocast off) and returns a scalar tensor; the training
+step weights them with ``c_mel``, ``c_kl``, ``c_fm``, ``c_gen``, ``c_commit`` from the config.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _no_autocast(t: Tensor) -> torch.autocast:
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
+def feature_loss(real_features: list[list[Tensor]], fake_features: list[list[Tensor]]) -> Tensor:
+    """``2 · Σ_discs Σ_layers mean|f_real - f_fake|`` with the real features detached."""
+    first = real_features[0][0]
+    with _no_autocast(first):
+        total = first.new_zeros((), dtype=torch.float32)
+        for real_d, fake_d in zip(real_features, fake_features, strict=True):
+            for r, g in zip(real_d, fake_d, strict=True):
+                total = total + (r.detach().float() - g.float()).abs().mean()
+        return total * 2.0
+
+
+def discriminator_loss(real_logits: list[Tensor], fake_logits: list[Tensor]) -> Tensor:
+    """LSGAN for D: ``Σ_discs mean((1 - D(y))²) + mean(D(ŷ)²)`` (pass ŷ detached)."""
+    with _no_autocast(real_logits[0]):
+        total = real_logits[0].new_zeros((), dtype=torch.float32)
+        for dr, dg in zip(real_logits, fake_logits, strict=True):
+            total = total + (1.0 - dr.float()).pow(2).mean() + dg.float().pow(2).mean()
+        return total
+
+
+def generator_loss(fake_logits: list[Tensor]) -> Tensor:
+    """LSGAN for G: ``Σ_discs mean((1 - D(ŷ))²)``."""
+    with _no_autocast(fake_logits[0]):
+        total = fake_logits[0].new_zeros((), dtype=torch.float32)
+        for dg in fake_logits:
+            total = total + (1.0 - dg.float()).pow(2).mean()
+        return total
+
+
+def kl_loss(z_p: Tensor, logs_q: Tensor, m_p: Tensor, logs_p: Tensor, z_mask: Tensor) -> Tensor:
+    """Single-sample KL(q || p) per real frame, summed over channels.
+
+    z_p: flow(z), z ~ q; logs_q: log-std of q; m_p, logs_p: prior; all [B, C, T]; z_mask: [B, 1, T].
+    ``Σ[(logs_p - logs_q - ½) + ½ (z_p - m_p)² e^{-2 logs_p}] · mask / Σ mask``.
+    """
+    with _no_autocast(z_p):
+        z_p, logs_q, m_p, logs_p, z_mask = (t.float() for t in (z_p, logs_q, m_p, logs_p, z_mask))
+        kl = logs_p - logs_q - 0.5 + 0.5 * (z_p - m_p).pow(2) * torch.exp(-2.0 * logs_p)
+        return (kl * z_mask).sum() / z_mask.sum()
+
+
+def mel_loss(mel_real: Tensor, mel_fake: Tensor) -> Tensor:
+    """Mean absolute difference of two log-mel spectrograms ``[B, n_mels, T]`` (fp32)."""
+    if mel_real.shape != mel_fake.shape:
+        raise ValueError(f"mel shapes differ: real {tuple(mel_real.shape)} vs generated {tuple(mel_fake.shape)}")
+    with _no_autocast(mel_real):
+        return F.l1_loss(mel_fake.float(), mel_real.float())

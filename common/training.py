@@ -6,6 +6,7 @@ for every forward (``autocast``), and a grad scaler exists only for fp16.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import math
@@ -140,3 +141,65 @@ def spectrogram_image(spec: np.ndarray) -> np.ndarray:
     g = np.clip(2.0 * norm - 1.0, 0, 1)
     b = np.clip(0.6 - np.abs(norm - 0.4) * 1.5, 0, 1) + 0.2 * (1 - norm)
     return (np.stack([r, g, np.clip(b, 0, 1)], axis=-1) * 255).astype(np.uint8)
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, enforcing the run-directory rules.
+
+    ``--resume`` with no checkpoint is an error; a fresh run into a directory that already
+    holds checkpoints is refused (nothing is overwritten by accident).
+    """
+    from common.checkpoint import CheckpointError, latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    if resume and latest is None:
+        raise CheckpointError(f"{run_dir}: --resume given but there is no checkpoint to resume from "
+                              "(start without --resume for a fresh run)")
+    if not resume and latest is not None:
+        raise CheckpointError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
+                              "or choose another -m directory")
+    return latest if resume else None
+
+
+def load_run_config(config: str | None, run_dir: Path, resume: bool, cls: type, is_main: bool, script: str):
+    """The config of a run: ``-c FILE``, or the run's saved config.json when resuming without ``-c``.
+
+    Rank 0 writes the resolved config into the run directory.
+    """
+    from common.config import ConfigError, load_config, save_config
+
+    saved = run_dir / "config.json"
+    if config is None:
+        if not resume:
+            raise SystemExit(f"{script}: -c/--config is required for a new run")
+        if not saved.is_file():
+            raise ConfigError(f"{run_dir}: --resume without -c needs {saved}")
+        config = saved
+    cfg = load_config(config, cls)
+    if is_main:
+        save_config(cfg, saved)
+    return cfg
+
+
+def training_arg_parser(doc: str, stage: str, data_files: str) -> argparse.ArgumentParser:
+    """The command line shared by train_s1.py and train_s2.py."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", help=f"{stage.upper()} JSON config (required for a new run; --resume without "
+                   "-c reuses the run's own config.json)")
+    p.add_argument("-m", "--model-dir", default=f"logs/{stage}", help="run directory for checkpoints and logs")
+    p.add_argument("--dump", default="dump", help=f"data directory holding {data_files}")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run directory")
+    p.add_argument("--init", help=f"fine-tune: start from this {stage.upper()} checkpoint's weights "
+                   "(file or run directory); optimizer and step start fresh")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps in total (0: the config's)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA if available, else CPU)")
+    p.add_argument("--dist-timeout", type=float, default=600.0,
+                   help="seconds before a hung process-group start or collective fails instead of waiting forever")
+    return p
+
+
+def parse_training_args(p: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if args.resume and args.init:
+        p.error("--resume and --init exclude each other")
+    return args

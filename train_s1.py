@@ -1,0 +1,28 @@
+"""Train S1 (the text-to-semantic transformer) on the lists made by gen_filelist_s1.py.
+
+    python train_s1.py -c configs/s1.json -m logs/s1                        # one GPU (or CPU)
+    torchrun --nproc_per_node=4 train_s1.py -c configs/s1.json -m logs/s1   # 4 GPUs, DDP
+    python train_s1.py -m logs/s1 --resume                                  # continue the run exactly
+    python train_s1.py -c configs/s1.json -m logs/s1_ft --init pretrained/s1.pt   # fine-tune
+
+Multi-node: the same torchrun command on every node with --nnodes, --node_rank and
+--rdzv_endpoint. Checkpoints (``ckpt_<step>.pt``), the resolved ``config.json``, ``train.log``
+and tensorboard events (``tb/``) go to the run directory; watch with
+``tensorboard --logdir logs/s1``. Steps count optimizer updates over the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common.training import parse_training_args, training_arg_parser
+
+
+def main(args: argparse.Namespace) -> None:
+    from s1.trainer import run
+
+    run(args)
+
+
+if __name__ == "__main__":
+    main(parse_training_args(training_arg_parser(__doc__, "s1", "s1_train.tsv, s1_val.tsv and semantic.json")))

@@ -8,7 +8,8 @@
 Reads ``dump/manifest.tsv`` and ``dump/wav32k/<id>.wav``; writes ``dump/ssl/<id>.pt``
 (fp16 ``[ssl_dim, n_samples // hop]``, see ``modules/ssl.py`` for the conventions) and
 this stage's rows of ``dump/rejected.tsv``. ``--ssl-model`` is a local directory
-(``save_pretrained`` layout) or a hub id (needs network or the HF cache).
+(``save_pretrained`` layout) or a hub id (needs network or the HF cache); without it the
+config's ``data.ssl_model`` is used (inference reads the same field from the S2 checkpoint).
 
 Rerunning skips items whose features are already there, newer than the wav and of the
 right shape; ``--overwrite`` redoes them. Files are written atomically, so an interrupted
@@ -100,7 +101,7 @@ def _extract_shard(args: argparse.Namespace, info: DistInfo) -> tuple[Counter, R
     try:
         cfg = load_config(args.config, S2Config)
         utts: list[Utterance] = read_manifest(dump / MANIFEST_NAME)
-        model = load_ssl_model(args.ssl_model, info.device, fp16=args.fp16)
+        model = load_ssl_model(args.ssl_model or cfg.data.ssl_model, info.device, fp16=args.fp16)
     except (ConfigError, ManifestError, SSLError) as err:
         raise SystemExit(f"{STAGE}: {err}") from None
     if model.hidden_size != cfg.data.ssl_dim:
@@ -155,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump", type=Path, default=Path("dump"), help="data directory (default: dump)")
     p.add_argument("--config", type=Path, default=Path("configs/s2.json"),
                    help="S2 config: sampling rate, hop length, ssl_dim (default: configs/s2.json)")
-    p.add_argument("--ssl-model", required=True,
-                   help="HuBERT model: a local save_pretrained directory or a Hugging Face hub id")
+    p.add_argument("--ssl-model", default=None,
+                   help="HuBERT model: a local save_pretrained directory or a Hugging Face hub id "
+                   "(default: the config's data.ssl_model)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: CUDA if available; "
                    "under torchrun each rank uses its local GPU)")
     p.add_argument("--fp16", action="store_true",

@@ -45,6 +45,7 @@ class S2DataConfig:
     n_mel_channels: int = 128
     mel_fmin: float = 0.0
     mel_fmax: float | None = None
+    ssl_model: str = "TencentGameMate/chinese-hubert-base"  # hub id or local save_pretrained directory
     ssl_dim: int = 768
     min_seconds: float = 0.6
     max_seconds: float = 20.0

@@ -1,0 +1,193 @@
+"""Argument groups, the shared text -> tokens flow and error handling of tts.py, s1_infer.py, s2_infer.py.
+
+``run_script`` parses the arguments, shows the package's messages on stderr and turns the
+errors a user can act on (bad text, reference, checkpoint, files) into one ``error: ...``
+line and an exit code (2 for bad input, 1 when generation produced nothing usable) instead
+of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from common.audio import AudioError, audio_info
+from common.checkpoint import CheckpointError
+from common.config import ConfigError, S1InferenceConfig
+from infer.decoder import DEFAULT_BATCH_SIZE, DEFAULT_NOISE_SCALE, DEFAULT_PAUSE_SECONDS, DecodeOptions
+from infer.engine import GenerationOptions, TTSEngine, sampling_params
+from infer.errors import InferenceError
+from infer.reference import ReferenceAudio, ReferenceOptions, load_reference, reference_meta
+from infer.text_input import read_text, split_text
+from infer.tokens_file import TokensFile
+from modules.ssl import SSLError
+from s1.sampling import PRESETS
+from text.errors import MissingDependencyError, TextFrontendError
+
+log = logging.getLogger("infer")
+
+USER_ERRORS = (InferenceError, CheckpointError, AudioError, ConfigError, SSLError, TextFrontendError,
+               MissingDependencyError)
+
+PRESET_HELP = ("sampling preset: " + "; ".join(
+    f"{name} (top_k {p.top_k}" + (", argmax" if p.greedy else f", top_p {p.top_p}, temperature {p.temperature}")
+    + f", penalty {p.repetition_penalty})" for name, p in PRESETS.items())
+    + ". stable: fewest skipped/repeated words; default: GPT-SoVITS defaults; expressive: livelier, riskier; "
+      "greedy: deterministic. Without --preset the S1 checkpoint's inference section is used")
+
+
+class _StderrHandler(logging.Handler):
+    """Writes records to the current ``sys.stderr`` (so redirected or captured streams work)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def setup_messages() -> None:
+    """Show INFO messages of the ``infer`` package on stderr, once."""
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def run_script(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
+               argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run ``main``; return 0, or print ``error: ...`` and return the error's exit code."""
+    args = parser.parse_args(argv)
+    setup_messages()
+    try:
+        main(args)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    return 0
+
+
+# ----------------------------------------------------------------------------- argument groups
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("device")
+    g.add_argument("--device", default=None,
+                   help="cuda, cuda:N, mps or cpu (default: the best available: CUDA, then MPS, then CPU)")
+    g.add_argument("--ssl-model", default=None,
+                   help="HuBERT folder or hub id (default: data.ssl_model of the S2 checkpoint's config)")
+
+
+def add_text_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("text")
+    src = g.add_mutually_exclusive_group(required=required)
+    src.add_argument("--text", default=None, help="the text to synthesize")
+    src.add_argument("--text-file", default=None, help="a UTF-8 text file to synthesize (any length)")
+    g.add_argument("--lang", default="zh",
+                   help="language of the text: zh (also reads English words inside it), en, ja (default: zh)")
+    g.add_argument("--max-chars", type=int, default=50,
+                   help="long text is split at sentence punctuation, then into pieces of at most this many "
+                        "characters (default: 50)")
+
+
+def add_reference_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("reference")
+    g.add_argument("--ref", required=required, default=None,
+                   help="reference recording of the voice (any sample rate/channels; 3-10 s works best)")
+    g.add_argument("--ref-text", default=None,
+                   help="transcript of --ref; without it the reference gives the voice style only")
+    g.add_argument("--ref-lang", default=None, help="language of --ref-text (default: --lang)")
+    g.add_argument("--ref-min-seconds", type=float, default=None,
+                   help="references shorter than this are used for style only (default: 3)")
+    g.add_argument("--ref-max-seconds", type=float, default=None,
+                   help="longer references are cut to a window of at most this length, for style only (default: 10)")
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("S1 sampling")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=None, help=PRESET_HELP)
+    g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (overrides the preset)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold in (0, 1]")
+    g.add_argument("--temperature", type=float, default=None, help="sampling temperature (> 0)")
+    g.add_argument("--repetition-penalty", type=float, default=None,
+                   help="penalty on tokens already present (prompt included); 1 = off")
+    g.add_argument("--min-new-tokens", type=int, default=None,
+                   help="EOS is blocked for this many tokens (default: the checkpoint's inference.min_new_tokens)")
+    g.add_argument("--max-tokens-per-phoneme", type=float, default=None,
+                   help="cap on new tokens per phoneme of a piece (default: inference.max_tokens_per_phoneme)")
+    g.add_argument("--no-loop-detector", action="store_true",
+                   help="do not stop pieces whose tokens start repeating a short pattern")
+
+
+def add_decode_args(p: argparse.ArgumentParser, seed_help: str) -> None:
+    g = p.add_argument_group("generation")
+    g.add_argument("--seed", type=int, default=None, help=seed_help)
+    g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"pieces generated/decoded together (default: {DEFAULT_BATCH_SIZE}); keep it equal "
+                        "between tts.py and s1_infer.py + s2_infer.py for identical audio")
+    g.add_argument("--noise-scale", type=float, default=DEFAULT_NOISE_SCALE,
+                   help=f"S2 prior noise scale (default: {DEFAULT_NOISE_SCALE})")
+    g.add_argument("--pause", type=float, default=DEFAULT_PAUSE_SECONDS,
+                   help=f"seconds of silence between pieces (default: {DEFAULT_PAUSE_SECONDS})")
+    g.add_argument("--sample-rate", type=int, default=None,
+                   help="sample rate of the output wav (default: the S2 rate, 32000)")
+
+
+# ----------------------------------------------------------------------------- options from args
+
+
+def reference_options(args: argparse.Namespace, base: dict | None = None) -> ReferenceOptions:
+    """``ReferenceOptions`` from ``base`` (e.g. a tokens file's) with the CLI's explicit values on top."""
+    values = dict(base or {})
+    if getattr(args, "ref_min_seconds", None) is not None:
+        values["min_seconds"] = args.ref_min_seconds
+        values["shortest_seconds"] = min(ReferenceOptions.shortest_seconds, args.ref_min_seconds)
+    if getattr(args, "ref_max_seconds", None) is not None:
+        values["max_seconds"] = args.ref_max_seconds
+    try:
+        return ReferenceOptions(**values)
+    except TypeError as e:
+        raise InferenceError(f"reference options {values}: {e}") from None
+
+
+def generation_options(args: argparse.Namespace, defaults: S1InferenceConfig) -> GenerationOptions:
+    params = sampling_params(defaults, args.preset, args.top_k, args.top_p, args.temperature, args.repetition_penalty)
+    return GenerationOptions(
+        sampling=params, seed=args.seed if args.seed is not None else 0,
+        min_new_tokens=defaults.min_new_tokens if args.min_new_tokens is None else args.min_new_tokens,
+        max_tokens_per_phoneme=(defaults.max_tokens_per_phoneme if args.max_tokens_per_phoneme is None
+                                else args.max_tokens_per_phoneme),
+        loop_detection=not args.no_loop_detector, batch_size=args.batch_size)
+
+
+def decode_options(args: argparse.Namespace, seed: int) -> DecodeOptions:
+    return DecodeOptions(seed=seed, noise_scale=args.noise_scale, batch_size=args.batch_size,
+                         pause_seconds=args.pause)
+
+
+def check_reference_file(path: str | Path) -> None:
+    """Fail fast (before loading models) on a missing or unreadable reference."""
+    audio_info(path)
+
+
+def text_to_tokens(args: argparse.Namespace) -> tuple[TTSEngine, ReferenceAudio, TokensFile]:
+    """The shared S1 half of tts.py and s1_infer.py: text + reference -> tokens of every piece."""
+    pieces = split_text(read_text(args.text, args.text_file), args.lang, args.max_chars)
+    ref_opts = reference_options(args)
+    check_reference_file(args.ref)
+    engine = TTSEngine.load(args.s1_ckpt, args.s2_ckpt, args.device, args.ssl_model)
+    ref = load_reference(args.ref, engine.s2.sample_rate, ref_opts)
+    prompt = engine.prompt(ref, args.ref_text, args.ref_lang or args.lang, ref_opts.silence_seconds)
+    log.info("%d piece(s) to synthesize%s", len(pieces), "" if prompt.text else " (reference used for style only)")
+    tf = engine.generate(pieces, prompt, generation_options(args, engine.s1.cfg.inference))
+    tf.meta.update(reference_meta(ref, ref_opts, args.lang))
+    return engine, ref, tf
+
+
+def output_path(path: str | Path) -> Path:
+    """``path`` with its parent directory created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

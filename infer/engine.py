@@ -1,0 +1,170 @@
+"""``TTSEngine``: S1 + S2 (+ HuBERT) loaded once; text pieces -> semantic tokens -> waveform.
+
+    engine = TTSEngine.load("logs/s1", "logs/s2", device="cpu")
+    ref = load_reference("ref.wav", engine.s2.sample_rate)
+    pieces = split_text("第一句。第二句。", "zh")
+    tf = engine.generate(pieces, engine.prompt(ref, "参考音频的文字", "zh"), GenerationOptions(...))
+    wav = decode_tokens_file(engine.s2, tf, reference_spectrogram(ref.wav, engine.s2), DecodeOptions(seed=...))
+    # (decode_tokens_file and DecodeOptions: infer.decoder)
+
+Per piece the S1 input is ``prompt phonemes + piece phonemes`` and the prompt tokens (spec
+§6.6, GPT-SoVITS v1); all pieces are generated AS A BATCH (``s1.generate`` left-pads them),
+piece ``i`` sampling with seed ``seed + i`` so its tokens do not depend on the batch. EOS is
+blocked for ``min_new_tokens`` steps; each piece is capped at
+``ceil(max_tokens_per_phoneme * its phonemes)`` new tokens (failure mode 2). Only the NEW
+tokens and only the piece's own phonemes go to S2 (failure mode 4). A piece that comes back
+without tokens is an error naming it (failure mode 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from common.config import S1InferenceConfig
+from infer.errors import GenerationError, InferenceError
+from infer.loading import LoadedS1, LoadedS2, check_pair, load_s1, load_s2, pick_device
+from infer.reference import ReferenceAudio, ReferenceOptions, prompt_tokens
+from infer.text_input import TextPiece, phonemize
+from infer.tokens_file import TokensFile
+from modules.ssl import SSLModel, load_ssl_model
+from s1.generate import LoopDetector, generate_detailed
+from s1.sampling import PRESETS, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+def sampling_params(defaults: S1InferenceConfig, preset: str | None = None, top_k: int | None = None,
+                    top_p: float | None = None, temperature: float | None = None,
+                    repetition_penalty: float | None = None) -> SamplingParams:
+    """The checkpoint's ``inference`` defaults, replaced by ``preset`` if given, then by explicit values."""
+    if preset is None:
+        params = SamplingParams(top_k=defaults.top_k, top_p=defaults.top_p, temperature=defaults.temperature,
+                                repetition_penalty=defaults.repetition_penalty)
+    elif preset in PRESETS:
+        params = PRESETS[preset]
+    else:
+        raise InferenceError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    overrides = {k: v for k, v in (("top_k", top_k), ("top_p", top_p), ("temperature", temperature),
+                                   ("repetition_penalty", repetition_penalty)) if v is not None}
+    try:
+        return replace(params, **overrides)
+    except ValueError as e:
+        raise InferenceError(f"sampling option: {e}") from None
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How S1 samples; ``batch_size`` pieces are generated together."""
+
+    sampling: SamplingParams
+    seed: int = 0
+    min_new_tokens: int = 11
+    max_tokens_per_phoneme: float = 8.0
+    loop_detection: bool = True
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.min_new_tokens < 0:
+            raise InferenceError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
+        if self.max_tokens_per_phoneme <= 0:
+            raise InferenceError(f"--max-tokens-per-phoneme must be > 0, got {self.max_tokens_per_phoneme}")
+        if self.batch_size < 1:
+            raise InferenceError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+    def caps(self, pieces: list[TextPiece]) -> list[int]:
+        """New-token cap per piece, from its own phoneme count (prompt phonemes not counted)."""
+        return [max(self.min_new_tokens + 1, math.ceil(self.max_tokens_per_phoneme * len(p.ids))) for p in pieces]
+
+
+@dataclass
+class Prompt:
+    """What S1 continues: the transcript's phoneme ids and the reference tokens (both empty = style only)."""
+
+    text: str | None
+    phone_ids: list[int]
+    tokens: Tensor  # [P] int64, CPU
+
+
+class TTSEngine:
+    """S1, S2 and the SSL model, loaded once (see the module docstring)."""
+
+    def __init__(self, s1: LoadedS1, s2: LoadedS2, ssl: SSLModel | None):
+        self.s1, self.s2, self.ssl = s1, s2, ssl
+        self.warnings = check_pair(s1, s2)
+
+    @classmethod
+    def load(cls, s1_ckpt: str | Path, s2_ckpt: str | Path, device: str | torch.device | None = None,
+             ssl_model: str | None = None) -> TTSEngine:
+        """Load both checkpoints and the SSL model (``ssl_model``, default: the S2 config's ``data.ssl_model``)."""
+        dev = device if isinstance(device, torch.device) else pick_device(device)
+        s2 = load_s2(s2_ckpt, dev)
+        s1 = load_s1(s1_ckpt, dev)
+        ssl = load_ssl_model(ssl_model or s2.cfg.data.ssl_model, dev)
+        return cls(s1, s2, ssl)
+
+    def prompt(self, ref: ReferenceAudio, ref_text: str | None, lang: str,
+               silence_seconds: float = ReferenceOptions.silence_seconds) -> Prompt:
+        """Prompt phonemes + tokens, or an empty prompt when the reference is for style only."""
+        empty = Prompt(text=None, phone_ids=[], tokens=torch.zeros(0, dtype=torch.long))
+        if ref_text is None or not ref_text.strip():
+            log.info("no --ref-text: the reference gives the voice style only (no text/audio prompt)")
+            return empty
+        if ref.style_only:
+            return empty
+        piece = phonemize(ref_text, lang, f"reference text {ref_text!r}")
+        if self.ssl is None:
+            raise InferenceError("a text/audio prompt needs the SSL model, but none is loaded")
+        tokens = prompt_tokens(ref, self.ssl, self.s2, silence_seconds)
+        if tokens.numel() == 0:
+            raise InferenceError(f"{ref.path}: the reference gave no prompt tokens")
+        return Prompt(text=piece.text, phone_ids=piece.ids, tokens=tokens)
+
+    def generate(self, pieces: list[TextPiece], prompt: Prompt, opts: GenerationOptions) -> TokensFile:
+        """New tokens of every piece (batched S1 generation) as a ``TokensFile`` with metadata."""
+        if not pieces:
+            raise InferenceError("no text pieces to synthesize")
+        model = self.s1.model
+        caps = opts.caps(pieces)
+        tokens: list[Tensor] = []
+        reasons: list[str] = []
+        for start in range(0, len(pieces), opts.batch_size):
+            chunk = pieces[start:start + opts.batch_size]
+            phones = [torch.tensor(prompt.phone_ids + p.ids, dtype=torch.long) for p in chunk]
+            result = generate_detailed(
+                model, phones, [prompt.tokens] * len(chunk), opts.sampling,
+                max_new_tokens=caps[start:start + len(chunk)], max_tokens_per_phoneme=None,
+                min_new_tokens=opts.min_new_tokens, seed=[opts.seed + start + i for i in range(len(chunk))],
+                loop_detector=LoopDetector() if opts.loop_detection else None)
+            tokens += result.tokens
+            reasons += result.stop_reasons
+        rate = self.s2.token_rate
+        for i, (p, t, r) in enumerate(zip(pieces, tokens, reasons)):
+            if t.numel() == 0:
+                raise GenerationError(f"text piece {i + 1} {p.text!r}: S1 generated no tokens (it stopped at once); "
+                                      "try another --seed or --preset, or a higher --min-new-tokens")
+            log.info("piece %d/%d: %d tokens (%.2f s), stop: %s — %s", i + 1, len(pieces), t.numel(),
+                     t.numel() / rate, r, p.text)
+            if r == "length":
+                log.warning("warning: piece %d reached its cap of %d tokens without ending; the audio may run on "
+                            "(try --preset stable or another --seed)", i + 1, caps[i])
+            elif r == "loop":
+                log.warning("warning: piece %d started repeating itself and was cut", i + 1)
+        meta = {
+            "s1_checkpoint": str(self.s1.path), "s1_step": self.s1.step,
+            "s2_checkpoint": str(self.s2.path), "s2_step": self.s2.step,
+            "seed": opts.seed, "sampling": asdict(opts.sampling), "min_new_tokens": opts.min_new_tokens,
+            "max_tokens_per_phoneme": opts.max_tokens_per_phoneme, "loop_detection": opts.loop_detection,
+            "batch_size": opts.batch_size, "token_rate": rate, "codebook_size": self.s2.codebook_size,
+            "sample_rate": self.s2.sample_rate, "prompt_text": prompt.text, "prompt_tokens": int(prompt.tokens.numel()),
+            "pieces": [p.text for p in pieces], "stop_reasons": reasons,
+        }
+        return TokensFile(tokens=[t.numpy() for t in tokens], phones=[np.array(p.ids, dtype=np.int64) for p in pieces],
+                          meta=meta)
+

@@ -75,7 +75,11 @@ def process(model: SSLModel, cfg: S2Config, dump: Path, uid: str, overwrite: boo
     wav_path = dump / WAV_DIR / f"{uid}.wav"
     out = feature_path(dump, uid)
     try:
-        n_frames = audio_info(wav_path).frames // hop
+        header = audio_info(wav_path)
+        if header.sample_rate != sr:  # not made by resample.py: its frames would not match the spectrogram's
+            return Outcome("rejected", reason=f"wrong sample rate: {header.sample_rate} Hz, expected {sr} Hz "
+                           "(rerun resample.py)")
+        n_frames = header.frames // hop
         if not overwrite and _is_done(out, wav_path, cfg.data.ssl_dim, n_frames):
             return Outcome("skipped")
         wav = load_audio(wav_path, sr)  # [N]

@@ -249,6 +249,21 @@ def part_path(dump: Path, rank: int, world: int) -> Path:
     return dump / f"semantic.part-{rank:05d}-of-{world:05d}.json"
 
 
+def drop_meta_of_other_checkpoint(js: Path, sha256: str) -> None:
+    """Delete ``semantic.json`` unless it describes the checkpoint ``sha256``, before semantic.tsv is replaced.
+
+    The two tables are written one after the other; a run killed (or out of disk) between them must
+    not leave new tokens under the old checkpoint's metadata. Without the JSON, a rerun refuses to
+    reuse the table and asks for --overwrite.
+    """
+    try:
+        same = load_semantic_meta(js).s2_sha256 == sha256
+    except S1DataError:  # missing or unreadable: nothing to trust either way
+        same = False
+    if not same:
+        js.unlink(missing_ok=True)
+
+
 def merge(dump: Path, world: int, kept: dict[str, list[int]], tok: S2Tokenizer, n_skipped: int) -> None:
     """Rank 0: fold every rank's part into semantic.tsv / .json and the rejection report."""
     tokens = dict(kept)
@@ -265,6 +280,7 @@ def merge(dump: Path, world: int, kept: dict[str, list[int]], tok: S2Tokenizer, 
     print_summary(STAGE, n_new, n_skipped, report, dump / REJECTED_NAME)
     if not tokens:
         raise ExtractError(f"no item could be tokenised; see {dump / REJECTED_NAME} for the reasons")
+    drop_meta_of_other_checkpoint(dump / SEMANTIC_JSON, tok.sha256)
     write_semantic_tsv(dump / SEMANTIC_TSV, tokens)
     save_semantic_meta(tok.meta(len(tokens)), dump / SEMANTIC_JSON)
     for stale in [*dump.glob(PART_GLOB), *dump.glob(".semantic.*.tmp-*")]:  # parts, and temps of killed runs

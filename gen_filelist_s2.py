@@ -29,62 +29,38 @@ from __future__ import annotations
 import argparse
 import random
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from common.audio import AudioError, audio_info
 from common.config import ConfigError, S2Config, load_config
-from common.fileio import atomic_write_text
-from common.manifest import MANIFEST_NAME, PHONEMES_NAME, WAV_DIR, ManifestError, read_manifest, read_phonemes
+from common.manifest import (
+    MANIFEST_NAME,
+    PHONEMES_NAME,
+    S2_TRAIN_LIST,
+    S2_VAL_LIST,
+    SSL_DIR,
+    WAV_DIR,
+    ManifestError,
+    S2ListItem,
+    read_manifest,
+    read_phonemes,
+    write_s2_list,
+)
+from common.manifest import read_s2_list as read_s2_list  # re-exported for callers of this module
 
 STAGE = "filelist_s2"
-SSL_DIR = "ssl"  # = modules.ssl.SSL_DIR (not imported: it would pull in torch for one name)
-TRAIN_NAME = "s2_train.list"
-VAL_NAME = "s2_val.list"
+# The list reader/writer live in common.manifest; these names are kept for callers of this module.
+S2Item = S2ListItem
+FilelistError = ManifestError
 
 
-class FilelistError(ValueError):
-    """A list file that cannot be read; the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class S2Item:
-    id: str
-    speaker: str
-    lang: str
-    n_frames: int  # spectrogram frames = wav samples // hop
-
-    def to_line(self) -> str:
-        for name in ("id", "speaker", "lang"):
-            value = getattr(self, name)
-            if "|" in value or "\n" in value or not value:
-                raise FilelistError(f"{self.id}: {name} {value!r} cannot be written to a list (empty or has '|')")
-        return f"{self.id}|{self.speaker}|{self.lang}|{self.n_frames}"
-
-
-def read_s2_list(path: str | Path) -> list[S2Item]:
-    """Read an S2 list file (format in the module docstring); errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FilelistError(f"{path}: list file not found (run gen_filelist_s2.py)")
-    items = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split("|")
-        if len(fields) != 4 or not fields[3].isdigit() or not all(fields):
-            raise FilelistError(f"{path}:{lineno}: expected id|speaker|lang|n_frames, got {line!r}")
-        items.append(S2Item(fields[0], fields[1], fields[2], int(fields[3])))
-    return items
-
-
-def collect_items(dump: Path, cfg: S2Config) -> tuple[list[S2Item], Counter]:
+def collect_items(dump: Path, cfg: S2Config) -> tuple[list[S2ListItem], Counter]:
     """Usable utterances sorted by id, and the count of left-out ones per reason."""
     utts = read_manifest(dump / MANIFEST_NAME)
     phonemes = dump / PHONEMES_NAME
     with_phones = {e.id for e in read_phonemes(phonemes)} if phonemes.is_file() else set()
     sr, hop = cfg.data.sampling_rate, cfg.data.hop_length
-    kept: list[S2Item] = []
+    kept: list[S2ListItem] = []
     left_out: Counter = Counter()
     for utt in sorted(utts, key=lambda u: u.id):
         wav = dump / WAV_DIR / f"{utt.id}.wav"
@@ -105,11 +81,11 @@ def collect_items(dump: Path, cfg: S2Config) -> tuple[list[S2Item], Counter]:
         elif header.frames / sr > cfg.data.max_seconds:
             left_out[f"too long (> {cfg.data.max_seconds} s)"] += 1
         else:
-            kept.append(S2Item(utt.id, utt.speaker, utt.lang, header.frames // hop))
+            kept.append(S2ListItem(utt.id, utt.speaker, utt.lang, header.frames // hop))
     return kept, left_out
 
 
-def split_items(items: list[S2Item], val_items: int, seed: int) -> tuple[list[S2Item], list[S2Item]]:
+def split_items(items: list[S2ListItem], val_items: int, seed: int) -> tuple[list[S2ListItem], list[S2ListItem]]:
     """Seeded split (see the module docstring); both parts sorted by id."""
     ordered = sorted(items, key=lambda it: it.id)
     if len(ordered) <= 1:
@@ -118,10 +94,6 @@ def split_items(items: list[S2Item], val_items: int, seed: int) -> tuple[list[S2
     n_val = max(1, min(val_items, len(ordered) - 1))
     val, train = ordered[:n_val], ordered[n_val:]
     return sorted(train, key=lambda it: it.id), sorted(val, key=lambda it: it.id)
-
-
-def write_s2_list(path: Path, items: list[S2Item]) -> None:
-    atomic_write_text(path, "".join(it.to_line() + "\n" for it in items))
 
 
 def main(args: argparse.Namespace) -> None:
@@ -143,14 +115,14 @@ def main(args: argparse.Namespace) -> None:
     if len(items) == 1:
         print(f"{STAGE}: only one usable utterance: it is used for both training and validation")
     try:
-        write_s2_list(dump / TRAIN_NAME, train)
-        write_s2_list(dump / VAL_NAME, val)
-    except FilelistError as err:
+        write_s2_list(dump / S2_TRAIN_LIST, train)
+        write_s2_list(dump / S2_VAL_LIST, val)
+    except ManifestError as err:
         raise SystemExit(f"{STAGE}: {err}") from None
     seconds = sum(it.n_frames for it in items) * cfg.data.hop_length / cfg.data.sampling_rate
     total = f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
     print(f"{STAGE}: {len(train)} training and {len(val)} validation utterance(s) ({total}) in "
-          f"{dump / TRAIN_NAME} and {dump / VAL_NAME}")
+          f"{dump / S2_TRAIN_LIST} and {dump / S2_VAL_LIST}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,10 +19,23 @@ from common.training import parse_training_args, training_arg_parser
 
 
 def main(args: argparse.Namespace) -> None:
+    """Train; a bad config, checkpoint, run directory or data file exits with its message (no traceback)."""
+    from common.checkpoint import CheckpointError
+    from common.config import ConfigError
+    from common.dist import DistError
+    from common.training import TrainingError
+    from s1.data import S1DataError
     from s1.trainer import run
 
-    run(args)
+    try:
+        run(args)
+    except (ConfigError, CheckpointError, S1DataError, TrainingError, DistError, OSError) as err:
+        raise SystemExit(f"train_s1.py: {err}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return training_arg_parser(__doc__, "s1", "s1_train.tsv, s1_val.tsv and semantic.json")
 
 
 if __name__ == "__main__":
-    main(parse_training_args(training_arg_parser(__doc__, "s1", "s1_train.tsv, s1_val.tsv and semantic.json")))
+    main(parse_training_args(build_parser()))

@@ -1,19 +1,35 @@
-"""Distributed setup that is a no-op without torchrun.
+"""Distributed setup that is a no-op without torchrun, and collectives that fail instead of hanging.
 
 ``python train_x.py`` runs one process on one device with no process group;
 ``torchrun --nproc_per_node=N train_x.py`` (or a multi-node rendezvous) initialises a
-process group from the environment: NCCL on CUDA, gloo on CPU, with a timeout so that a
-missing or dead rank makes the others fail instead of hanging forever.
+process group from the environment: NCCL on CUDA, gloo on CPU.
+
+Faults end the run within a bounded time instead of hanging it:
+
+- starting the group: a rank that cannot reach the rendezvous master (``MASTER_ADDR:MASTER_PORT``)
+  within ``timeout_s``, or a master whose peers do not all join within ``timeout_s``, raises
+  ``DistError``;
+- collectives (``all_reduce_sum_``, ``broadcast_``, ``barrier``, ``all_gather_objects``): the
+  process-group timeout applies to each (gloo honours it; NCCL's watchdog aborts the process).
+  A peer that died makes the call fail at once (connection reset), a peer that hangs makes it
+  fail after the timeout; either way a ``DistError`` names the rank, the operation and the cause.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+class DistError(RuntimeError):
+    """The process group could not start, or a collective failed (a peer died, hung, or is unreachable)."""
 
 
 @dataclass
@@ -46,10 +62,49 @@ def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _master() -> tuple[str, int]:
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not addr or not port or not port.isdigit():
+        raise DistError(f"RANK and WORLD_SIZE are set but MASTER_ADDR/MASTER_PORT are not (got {addr!r}, "
+                        f"{port!r}); launch with torchrun, or set both for a manual launch")
+    return addr, int(port)
+
+
+def _hosts_store(rank: int) -> bool:
+    """Whether this process serves the rendezvous store (env:// rank 0, unless torchrun's agent does)."""
+    return rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true"
+
+
+def _wait_for_master(addr: str, port: int, rank: int, timeout_s: float) -> None:
+    """Poll the rendezvous master's TCP port until it accepts a connection, at most ``timeout_s``.
+
+    The store client of torch retries with growing delays (well past its timeout); this bounds
+    the wait by ``timeout_s`` and names what is missing.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection((addr, port), timeout=max(0.1, min(left, 2.0))):
+                return
+        except OSError as err:
+            if time.monotonic() + 0.2 >= deadline:
+                raise DistError(f"rank {rank}: no rendezvous master at {addr}:{port} after {timeout_s:g} s "
+                                f"({err.strerror or err}); is rank 0 running, and are MASTER_ADDR/MASTER_PORT "
+                                "right?") from None
+            time.sleep(0.2)
+
+
 def setup_dist(timeout_s: float = 600.0, device: str | None = None) -> DistInfo:
     """Read the torchrun environment, pick the device, initialise the process group.
 
-    Without torchrun this returns rank 0 of 1 and initialises nothing.
+    Without torchrun this returns rank 0 of 1 and initialises nothing. ``timeout_s`` bounds the
+    start of the group and every later collective (see the module docstring).
     """
     if not under_torchrun():
         return DistInfo(0, 0, 1, pick_device(device))
@@ -64,8 +119,15 @@ def setup_dist(timeout_s: float = 600.0, device: str | None = None) -> DistInfo:
     else:
         backend = "gloo"
     if not dist.is_initialized():
+        addr, port = _master()
+        if not _hosts_store(rank):
+            _wait_for_master(addr, port, rank, timeout_s)
         kwargs = {"device_id": dev} if backend == "nccl" else {}
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+        try:
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+        except (RuntimeError, ValueError) as err:  # DistStoreError / DistNetworkError are RuntimeErrors
+            raise DistError(f"rank {rank} of {world}: the {backend} process group did not start within "
+                            f"{timeout_s:g} s via {addr}:{port} ({_first_line(err)}); did every rank start?") from None
     return DistInfo(rank, local_rank, world, dev)
 
 
@@ -81,23 +143,53 @@ def rank() -> int:
     return dist.get_rank() if is_dist() else 0
 
 
+def _collective(op: str, call: Callable[[], object]) -> None:
+    """Run one collective; a failure (dead or hung peer) becomes a ``DistError`` naming the rank and op."""
+    try:
+        call()
+    except RuntimeError as err:  # gloo/NCCL raise DistBackendError (a RuntimeError) for a reset or a timeout
+        raise DistError(f"rank {rank()} of {world_size()}: {op} failed: another rank died or did not reach "
+                        f"this {op} within the process-group timeout ({_first_line(err)})") from None
+
+
+_COMM_FAILURE_MARKERS = ("gloo", "NCCL", "Connection reset by peer", "Connection closed by peer", "Timed out")
+
+
+def as_dist_error(err: BaseException) -> DistError | None:
+    """``err`` as a ``DistError`` when it is a failure of the process group's communication, else None.
+
+    For the script boundary: collectives run inside torch (DDP's gradient all-reduce in backward)
+    raise plain ``RuntimeError``s from gloo or NCCL when a peer dies or hangs; this turns them into
+    one readable line. Errors of a single-process run are never converted.
+    """
+    if isinstance(err, DistError):
+        return err
+    if not is_dist() or not isinstance(err, RuntimeError):
+        return None
+    text = str(err)
+    if not (isinstance(err, dist.DistBackendError) or any(m in text for m in _COMM_FAILURE_MARKERS)):
+        return None
+    return DistError(f"rank {rank()} of {world_size()}: communication with the other ranks failed: another rank "
+                     f"died or did not answer within the process-group timeout ({_first_line(err)})")
+
+
 def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` over ranks in place (no-op on one process)."""
     if is_dist():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        _collective("all_reduce", lambda: dist.all_reduce(t, op=dist.ReduceOp.SUM))
     return t
 
 
 def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     """Overwrite ``t`` with rank ``src``'s value in place (no-op on one process)."""
     if is_dist():
-        dist.broadcast(t, src)
+        _collective("broadcast", lambda: dist.broadcast(t, src))
     return t
 
 
 def barrier() -> None:
     if is_dist():
-        dist.barrier()
+        _collective("barrier", dist.barrier)
 
 
 def all_gather_objects(obj: object) -> list:
@@ -105,7 +197,7 @@ def all_gather_objects(obj: object) -> list:
     if not is_dist():
         return [obj]
     out: list = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    _collective("all_gather_object", lambda: dist.all_gather_object(out, obj))
     return out
 
 

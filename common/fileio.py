@@ -24,7 +24,9 @@ def temp_path_for(path: Path) -> Path:
 def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temp file beside ``path``; on a clean exit it replaces ``path`` atomically.
 
-    On any exception the temp file is removed and ``path`` is left untouched.
+    On any exception the temp file is removed and ``path`` is left untouched. An ``OSError``
+    that names no file (e.g. a full disk while a writer fills the file object) is raised again
+    with ``path`` as its file name, so the message says which output could not be written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,9 +37,11 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 

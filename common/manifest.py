@@ -6,6 +6,10 @@ Tables (tab-separated, UTF-8, one header line, rows sorted by id, written atomic
 - ``dump/phonemes.tsv``: ``id phones word2ph norm_text`` with ``phones`` and ``word2ph``
   space-separated, ``sum(word2ph) == len(phones)`` (``PhonemeEntry``)
 
+S2 lists (``dump/s2_train.list``, ``dump/s2_val.list``, written by gen_filelist_s2.py, read by
+the S2 trainer): ``id|speaker|lang|n_frames`` per line, no header, sorted by id
+(``S2ListItem``); ``n_frames`` is the spectrogram frame count of ``dump/wav32k/<id>.wav``.
+
 A table whose content would not change is not rewritten. Readers validate every line
 (column count, ids, duplicates, numbers) and raise ``ManifestError`` naming the file and
 line. Free text has tabs and newlines replaced by spaces on write, so a row is one line.
@@ -29,11 +33,14 @@ from pathlib import Path
 
 from common.fileio import atomic_write_text
 
-WAV_DIR = "wav32k"
+WAV_DIR = "wav32k"  # dump/wav32k/<id>.wav: mono 32 kHz 16-bit
+SSL_DIR = "ssl"  # dump/ssl/<id>.pt: fp16 [ssl_dim, n_frames] HuBERT features
 WAV_SAMPLE_RATE = 32000
 MANIFEST_NAME = "manifest.tsv"
 PHONEMES_NAME = "phonemes.tsv"
 REJECTED_NAME = "rejected.tsv"
+S2_TRAIN_LIST = "s2_train.list"
+S2_VAL_LIST = "s2_val.list"
 
 MANIFEST_COLUMNS = ("id", "speaker", "lang", "text", "duration", "source")
 PHONEME_COLUMNS = ("id", "phones", "word2ph", "norm_text")
@@ -211,6 +218,47 @@ def read_phonemes(path: str | Path) -> list[PhonemeEntry]:
             raise ManifestError(f"{path}:{lineno}: word2ph sums to {sum(w2p)} but there are {len(ph)} phones")
         entries.append(PhonemeEntry(uid, ph, w2p, norm_text))
     return entries
+
+
+# ----------------------------------------------------------------------------- S2 lists
+
+
+@dataclass(frozen=True)
+class S2ListItem:
+    id: str
+    speaker: str
+    lang: str
+    n_frames: int  # spectrogram frames = wav samples // hop
+
+    def to_line(self) -> str:
+        for name in ("id", "speaker", "lang"):
+            value = getattr(self, name)
+            if "|" in value or "\n" in value or not value:
+                raise ManifestError(f"{self.id}: {name} {value!r} cannot be written to a list (empty or has '|')")
+        return f"{self.id}|{self.speaker}|{self.lang}|{self.n_frames}"
+
+
+def write_s2_list(path: str | Path, items: Iterable[S2ListItem]) -> None:
+    """Write an S2 list atomically, in the given order."""
+    atomic_write_text(Path(path), "".join(it.to_line() + "\n" for it in items))
+
+
+def read_s2_list(path: str | Path) -> list[S2ListItem]:
+    """Read an S2 list; a missing or empty file and malformed lines are errors naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: list file not found (run gen_filelist_s2.py)")
+    items = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 4 or not fields[3].isdigit() or not all(fields):
+            raise ManifestError(f"{path}:{lineno}: expected id|speaker|lang|n_frames, got {line!r}")
+        items.append(S2ListItem(fields[0], fields[1], fields[2], int(fields[3])))
+    if not items:
+        raise ManifestError(f"{path}: the list is empty (rerun gen_filelist_s2.py)")
+    return items
 
 
 # ----------------------------------------------------------------------------- dataset input

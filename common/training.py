@@ -176,9 +176,24 @@ def load_run_config(config: str | None, run_dir: Path, resume: bool, cls: type, 
             raise ConfigError(f"{run_dir}: --resume without -c needs {saved}")
         config = saved
     cfg = load_config(config, cls)
+    if resume and saved.is_file() and Path(config).resolve() != saved.resolve():
+        _check_same_model(cfg, saved, config, cls)  # before config.json is replaced by the new one
     if is_main:
         save_config(cfg, saved)
     return cfg
+
+
+def _check_same_model(cfg: object, saved: Path, config: str | Path, cls: type) -> None:
+    """Refuse to resume a run with ``-c`` of another model (its config.json would be overwritten first)."""
+    from common.config import ConfigError, load_config, to_dict
+
+    try:
+        old = load_config(saved, cls)
+    except ConfigError:  # an unreadable saved config is simply replaced; the checkpoint check still applies
+        return
+    if to_dict(old)["model"] != to_dict(cfg)["model"]:
+        raise ConfigError(f"{config}: its model section differs from the run's {saved}; resume with the run's "
+                          "own config (--resume without -c) or start a new run with --init to fine-tune")
 
 
 def training_arg_parser(doc: str, stage: str, data_files: str) -> argparse.ArgumentParser:

@@ -30,6 +30,8 @@ class ResBlock1(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilations: list[int]):
         super().__init__()
+        if not dilations:
+            raise ValueError("ResBlock1 needs at least one dilation")
         self.convs1 = nn.ModuleList([
             weight_norm(_init_normal(nn.Conv1d(channels, channels, kernel_size, dilation=d,
                                                padding=get_padding(kernel_size, d))))
@@ -39,16 +41,21 @@ class ResBlock1(nn.Module):
                                                padding=get_padding(kernel_size, 1))))
             for _ in dilations])
 
-    def forward(self, x: Tensor, x_mask: Tensor | None = None) -> Tensor:
-        """x: [B, C, T]; x_mask: [B, 1, T] or None -> [B, C, T]."""
-        for c1, c2 in zip(self.convs1, self.convs2):
-            xt = F.leaky_relu(x, LRELU_SLOPE)
+    def forward(self, x: Tensor, x_mask: Tensor | None = None, x_act: Tensor | None = None) -> Tensor:
+        """x: [B, C, T]; x_mask: [B, 1, T] or None -> a new tensor [B, C, T] (``x`` is not modified).
+
+        ``x_act`` may pass ``leaky_relu(x, LRELU_SLOPE)`` when the caller has it already (the
+        blocks of a generator stage share their input). In-place operations touch only fresh
+        conv outputs, which autograd does not need again.
+        """
+        for i, (c1, c2) in enumerate(zip(self.convs1, self.convs2)):
+            xt = x_act if i == 0 and x_act is not None else F.leaky_relu(x, LRELU_SLOPE)
             if x_mask is not None:
                 xt = xt * x_mask
-            xt = F.leaky_relu(c1(xt), LRELU_SLOPE)
+            xt = F.leaky_relu(c1(xt), LRELU_SLOPE, inplace=True)
             if x_mask is not None:
                 xt = xt * x_mask
-            x = x + c2(xt)
+            x = c2(xt).add_(x)
         return x if x_mask is None else x * x_mask
 
 
@@ -88,9 +95,13 @@ class Generator(nn.Module):
             x = x + self.cond(g)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
-            blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
-            x = sum(block(x) for block in blocks) / self.num_kernels
-        x = F.leaky_relu(x)  # PyTorch default slope 0.01 here (as in VITS), not 0.1
+            x_act = F.leaky_relu(x, LRELU_SLOPE)  # the first activation of every block of this stage
+            total = None
+            for block in self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]:
+                y = block(x, x_act=x_act)  # a fresh tensor: summed in place (fewer passes over memory)
+                total = y if total is None else total.add_(y)
+            x = total.div_(self.num_kernels)  # the mean of the blocks
+        x = F.leaky_relu(x, inplace=True)  # PyTorch default slope 0.01 here (as in VITS), not 0.1
         return torch.tanh(self.conv_post(x))
 
 

@@ -32,11 +32,11 @@ import torch
 
 from common.audio import resample
 from common.fileio import atomic_write_with
+from common.manifest import SSL_DIR  # dump/ssl/<id>.pt: fp16 [D, T] features
 
 if TYPE_CHECKING:
     from transformers import HubertModel
 
-SSL_DIR = "ssl"  # dump/ssl/<id>.pt: fp16 [D, T] features
 SSL_SAMPLE_RATE = 16000
 MAX_FRAME_MISMATCH = 2
 # Keys a HuBERT checkpoint may lack without harm in eval mode (the SpecAugment mask vector).

@@ -1,16 +1,17 @@
 """S2 training data: dataset over the S2 lists, even-length collate, length-bucketed DDP sampler.
 
-An item is the 32 kHz wav, its linear spectrogram ``[F, T]`` (T = N // hop), its HuBERT
+An example is the 32 kHz wav, its linear spectrogram ``[F, T]`` (T = N // hop), its HuBERT
 features ``[D, T]`` (extract_ssl_s2.py already aligned them to T frames) and its phoneme
 ids ``[L]``. Batches are padded to an even number of frames (the 25 Hz stride-2 projection
 and the x2 upsample then round-trip exactly) with zeros; phonemes are padded with 0 and
-masked by their lengths.
+masked by their lengths. The list format is ``common.manifest.S2ListItem``.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from common.config import S2DataConfig
-from common.manifest import read_phonemes
+from common.manifest import PHONEMES_NAME, WAV_DIR, S2ListItem, read_phonemes, read_s2_list
 from modules.spectrogram import Spectrogram
+from modules.ssl import SSLError, feature_path, load_features
 from text.symbols import phones_to_ids
 
 
@@ -29,34 +31,8 @@ class S2DataError(ValueError):
     """An S2 list or one of its files is invalid; the message names the file and the reason."""
 
 
-@dataclass(frozen=True)
-class S2ListItem:
-    id: str
-    speaker: str
-    lang: str
-    n_frames: int
-
-
-def read_s2_list(path: str | Path) -> list[S2ListItem]:
-    """Read ``id|speaker|lang|n_frames`` lines (written by gen_filelist_s2.py)."""
-    path = Path(path)
-    if not path.is_file():
-        raise S2DataError(f"{path}: list file not found (run gen_filelist_s2.py first)")
-    items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split("|")
-        if len(parts) != 4 or not parts[3].isdigit():
-            raise S2DataError(f"{path}:{n}: expected 'id|speaker|lang|n_frames', got {line!r}")
-        items.append(S2ListItem(parts[0], parts[1], parts[2], int(parts[3])))
-    if not items:
-        raise S2DataError(f"{path}: the list is empty")
-    return items
-
-
 @dataclass
-class S2Item:
+class S2Example:
     id: str
     wav: Tensor  # [N] float32, N = T * hop
     spec: Tensor  # [F, T]
@@ -65,16 +41,17 @@ class S2Item:
 
 
 class S2Dataset(Dataset):
-    """Items of an S2 list, read from ``dump/wav32k``, ``dump/ssl`` and ``dump/phonemes.tsv``."""
+    """Examples of an S2 list, read from ``dump/wav32k``, ``dump/ssl`` and ``dump/phonemes.tsv``."""
 
     def __init__(self, list_path: str | Path, dump: str | Path, data_cfg: S2DataConfig):
         self.dump = Path(dump)
         self.cfg = data_cfg
-        self.items = read_s2_list(list_path)
-        phonemes = {e.id: e.phones for e in read_phonemes(self.dump / "phonemes.tsv")}
+        self.items: list[S2ListItem] = read_s2_list(list_path)
+        table = self.dump / PHONEMES_NAME
+        phonemes = {e.id: e.phones for e in read_phonemes(table)}
         missing = [it.id for it in self.items if it.id not in phonemes]
         if missing:
-            raise S2DataError(f"{list_path}: {len(missing)} id(s) have no row in {self.dump / 'phonemes.tsv'} "
+            raise S2DataError(f"{list_path}: {len(missing)} id(s) have no row in {table} "
                               f"(first: {missing[0]}); rerun gen_filelist_s2.py")
         self.phones = {it.id: phonemes[it.id] for it in self.items}
         self.spectrogram = Spectrogram(data_cfg.filter_length, data_cfg.hop_length, data_cfg.win_length)
@@ -83,12 +60,13 @@ class S2Dataset(Dataset):
         return len(self.items)
 
     def lengths(self) -> list[int]:
+        """Spectrogram frames of every item, from the list (for the bucket sampler)."""
         return [it.n_frames for it in self.items]
 
-    def __getitem__(self, index: int) -> S2Item:
+    def __getitem__(self, index: int) -> S2Example:
         item = self.items[index]
         hop = self.cfg.hop_length
-        wav_path = self.dump / "wav32k" / f"{item.id}.wav"
+        wav_path = self.dump / WAV_DIR / f"{item.id}.wav"
         try:
             wav, sr = sf.read(wav_path, dtype="float32", always_2d=False)
         except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -96,23 +74,28 @@ class S2Dataset(Dataset):
         if sr != self.cfg.sampling_rate or wav.ndim != 1:
             raise S2DataError(f"{wav_path}: expected mono {self.cfg.sampling_rate} Hz, got {sr} Hz, shape {wav.shape}")
         n_frames = len(wav) // hop
-        wav_t = torch.from_numpy(wav[: n_frames * hop].copy())
-        spec = self.spectrogram(wav_t.unsqueeze(0))[0]
-        ssl_path = self.dump / "ssl" / f"{item.id}.pt"
+        wav_t = torch.from_numpy(wav[: n_frames * hop].copy())  # [T * hop]
+        spec = self.spectrogram(wav_t.unsqueeze(0))[0]  # [F, T]
+        ssl_path = feature_path(self.dump, item.id)
         try:
-            ssl = torch.load(ssl_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises several types for truncated files
-            raise S2DataError(f"{ssl_path}: cannot read SSL features ({type(e).__name__}: {e})") from None
-        if ssl.dim() != 2 or ssl.size(0) != self.cfg.ssl_dim:
-            raise S2DataError(f"{ssl_path}: expected features [{self.cfg.ssl_dim}, T], got {tuple(ssl.shape)}")
+            ssl = load_features(ssl_path)  # [D, T'] fp16
+        except SSLError as e:
+            raise S2DataError(f"{e} (rerun extract_ssl_s2.py)") from None
+        if ssl.size(0) != self.cfg.ssl_dim:
+            raise S2DataError(f"{ssl_path}: features have dimension {ssl.size(0)}, but data.ssl_dim is "
+                              f"{self.cfg.ssl_dim}; extract them with the SSL model of this config")
         if ssl.size(1) != n_frames:
-            raise S2DataError(f"{ssl_path}: {ssl.size(1)} SSL frames but the wav has {n_frames} frames; "
+            raise S2DataError(f"{ssl_path}: {ssl.size(1)} SSL frames but {wav_path} has {n_frames} frames; "
+                              "rerun extract_ssl_s2.py --overwrite")
+        bad = int((~torch.isfinite(ssl)).sum())
+        if bad:  # one NaN frame in a training forward would turn the EMA codebook into NaN for good
+            raise S2DataError(f"{ssl_path}: non-finite features ({bad} NaN/inf values); "
                               "rerun extract_ssl_s2.py --overwrite")
         try:
             phones = torch.tensor(phones_to_ids(self.phones[item.id]), dtype=torch.long)
         except (KeyError, ValueError) as e:
-            raise S2DataError(f"{self.dump / 'phonemes.tsv'}: item {item.id}: {e}") from None
-        return S2Item(item.id, wav_t, spec, ssl.float(), phones)
+            raise S2DataError(f"{self.dump / PHONEMES_NAME}: item {item.id}: {e}") from None
+        return S2Example(item.id, wav_t, spec, ssl.float(), phones)
 
 
 @dataclass
@@ -131,40 +114,52 @@ class S2Batch:
                        self.text.to(device), self.text_lengths.to(device))
 
 
-def collate_s2(items: list[S2Item]) -> S2Batch:
-    """Zero-pad to the longest item, frames rounded up to an even count."""
-    t_max = max(it.spec.size(1) for it in items)
+def collate_s2(examples: list[S2Example]) -> S2Batch:
+    """Zero-pad to the longest example, frames rounded up to an even count; phonemes padded with 0."""
+    if not examples:
+        raise ValueError("collate_s2: empty batch")
+    frames = [ex.spec.size(1) for ex in examples]
+    if min(frames) < 1:
+        raise ValueError(f"collate_s2: example {examples[frames.index(min(frames))].id} has no frames")
+    hop = examples[0].wav.numel() // frames[0]
+    t_max = max(frames)
     t_pad = t_max + (t_max % 2)
-    hop = items[0].wav.numel() // max(items[0].spec.size(1), 1)
-    l_max = max(it.phones.numel() for it in items)
-    b = len(items)
-    ssl = torch.zeros(b, items[0].ssl.size(0), t_pad)
-    spec = torch.zeros(b, items[0].spec.size(0), t_pad)
+    l_max = max(ex.phones.numel() for ex in examples)
+    b = len(examples)
+    ssl = torch.zeros(b, examples[0].ssl.size(0), t_pad)
+    spec = torch.zeros(b, examples[0].spec.size(0), t_pad)
     wav = torch.zeros(b, 1, t_pad * hop)
     text = torch.zeros(b, l_max, dtype=torch.long)
-    for i, it in enumerate(items):
-        t = it.spec.size(1)
-        ssl[i, :, :t] = it.ssl
-        spec[i, :, :t] = it.spec
-        wav[i, 0, : it.wav.numel()] = it.wav
-        text[i, : it.phones.numel()] = it.phones
-    return S2Batch([it.id for it in items], ssl, spec,
-                   torch.tensor([it.spec.size(1) for it in items], dtype=torch.long), wav, text,
-                   torch.tensor([it.phones.numel() for it in items], dtype=torch.long))
+    for i, ex in enumerate(examples):
+        t = frames[i]
+        if ex.wav.numel() != t * hop or ex.ssl.size(1) != t:
+            raise ValueError(f"collate_s2: example {ex.id} has {ex.wav.numel()} samples and {ex.ssl.size(1)} SSL "
+                             f"frames for {t} spectrogram frames (hop {hop})")
+        ssl[i, :, :t] = ex.ssl
+        spec[i, :, :t] = ex.spec
+        wav[i, 0, : t * hop] = ex.wav
+        text[i, : ex.phones.numel()] = ex.phones
+    return S2Batch([ex.id for ex in examples], ssl, spec, torch.tensor(frames, dtype=torch.long), wav, text,
+                   torch.tensor([ex.phones.numel() for ex in examples], dtype=torch.long))
 
 
 class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar length, disjoint across ranks, the same number of batches on every rank.
+    """Batches of similar length, the same number of batches on every rank.
 
     Items are grouped into buckets ``(boundaries[i], boundaries[i+1]]`` (frames); items outside
-    ``(boundaries[0], boundaries[-1]]`` are excluded (``excluded`` lists them, the training
-    script reports them). Each epoch (``set_epoch``) buckets are shuffled with ``seed + epoch``,
-    split into batches, and the batch order is shuffled; the batch list is padded by repetition
-    to a multiple of the world size and rank r takes batches r, r + W, ...
+    ``(boundaries[0], boundaries[-1]]`` are excluded (``excluded`` lists their indices; the
+    training script reports them). Each epoch (``set_epoch``) every bucket is shuffled with
+    ``seed + epoch`` and cut into batches of at most ``batch_size``, and the batch order is
+    shuffled. Rank r takes batches r, r + W, ...; when the batch count is not a multiple of
+    the world size W, the last round is completed by repeating batches from the start of the
+    epoch's order. So every item is used once per epoch, ranks never share a batch except in
+    that padded round, and the order depends only on the seed and the epoch (not on W).
     """
 
     def __init__(self, lengths: list[int], batch_size: int, boundaries: list[int], rank: int = 0,
                  world_size: int = 1, seed: int = 0, shuffle: bool = True):
+        if batch_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad sampler arguments: batch_size {batch_size}, rank {rank}, world_size {world_size}")
         self.batch_size, self.rank, self.world, self.seed, self.shuffle = batch_size, rank, world_size, seed, shuffle
         self.epoch, self.start = 0, 0
         self.buckets: list[list[int]] = [[] for _ in range(len(boundaries) - 1)]
@@ -178,10 +173,11 @@ class BucketBatchSampler(Sampler[list[int]]):
                               "adjust train.bucket_boundaries")
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch's batch order; ``start`` skips that many batches (mid-epoch resume)."""
+        """Select the epoch's batch order; ``start`` skips that many of this rank's batches (mid-epoch resume)."""
         self.epoch, self.start = epoch, start
 
-    def _batches(self) -> list[list[int]]:
+    def epoch_batches(self) -> list[list[int]]:
+        """Every batch of the epoch in order, before the split across ranks (padded to a multiple of W)."""
         rng = random.Random(self.seed + self.epoch)
         batches = []
         for bucket in self.buckets:
@@ -192,12 +188,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         if self.shuffle:
             rng.shuffle(batches)
         n_total = math.ceil(len(batches) / self.world) * self.world
-        batches += [batches[i % len(batches)] for i in range(n_total - len(batches))]
-        return batches[self.rank:: self.world]
+        return batches + [batches[i % len(batches)] for i in range(n_total - len(batches))]
 
-    def __iter__(self):
-        return iter(self._batches()[self.start:])
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.epoch_batches()[self.rank:: self.world][self.start:])
 
     def __len__(self) -> int:
+        """Batches per epoch on each rank (a mid-epoch ``start`` does not change it)."""
         n = sum(math.ceil(len(b) / self.batch_size) for b in self.buckets)
         return math.ceil(n / self.world)

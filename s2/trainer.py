@@ -1,39 +1,68 @@
 """S2 training loop (used by train_s2.py): G/D steps, validation, checkpoints, tensorboard.
 
-One process or torchrun DDP. Per batch (spec §3.3/§3.4): generator forward; discriminator
-step on (real, generated.detach()); generator step on mel L1 (x c_mel), KL (x c_kl),
-commitment (x c_commit), LSGAN (x c_gen) and feature matching (x c_fm). AdamW for both;
-the learning rate decays by ``lr_decay`` once per epoch. ``step`` counts optimizer steps
-in total over the whole run (it continues across ``--resume``).
+One process or torchrun DDP. Per batch (spec §3.3/§3.4), in this order:
+
+1. generator forward (the quantizer updates its EMA codebook here, in sync across ranks);
+2. discriminator forward on (real slice, generated slice detached), LSGAN loss, backward,
+   step of ``optim_d``;
+3. the updated discriminator judges the generated slice again (its own parameters frozen
+   for this pass, so no discriminator gradient is computed or all-reduced); generator loss
+   ``c_mel·mel L1 + c_kl·KL + c_commit·commitment + c_fm·feature matching + c_gen·LSGAN``,
+   backward, step of ``optim_g``; one ``GradScaler.update()`` (fp16 only).
+
+AdamW for both (weight decay 0.01 as the original, from the config); the learning rate
+decays by ``lr_decay`` once per epoch, for both networks. With ``text_low_lr_rate`` ≠ 1 the
+text embedding, text encoder and MRTE train at ``lr · text_low_lr_rate`` (GPT-SoVITS
+fine-tuning, §3.6). ``grad_clip`` > 0 clips each network's gradient norm; the norm is
+logged either way.
+
+DDP: ``broadcast_buffers=False`` because the codebook keeps itself identical on every rank
+(k-means and dead-code draws broadcast from rank 0, EMA statistics all-reduced); every
+training forward therefore runs on all ranks together. A non-finite loss on any rank skips
+the step on every rank (``max_nonfinite_steps`` in a row stop the run). Validation runs
+on rank 0 with the unwrapped model in eval mode (no collectives) while the others wait.
+
+``step`` counts optimizer steps over the whole run. A fresh run is validated once before
+training (the untrained baseline of ``val/mel_l1``). Checkpoints hold both networks, both
+optimizers and schedulers, the step, the epoch and the position in it, and every rank's RNG
+state, so ``--resume`` with the same world size continues exactly as if never stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from common.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-    load_model_state,
-    save_checkpoint,
+from common.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from common.config import ConfigError, S2Config, from_dict, to_dict
+from common.dist import (
+    DistError,
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum_,
+    as_dist_error,
+    barrier,
+    cleanup_dist,
+    setup_dist,
 )
-from common.config import S2Config, from_dict, load_config, save_config, to_dict
-from common.dist import DistInfo, all_reduce_sum_, barrier, cleanup_dist, setup_dist
+from common.manifest import S2_TRAIN_LIST, S2_VAL_LIST, ManifestError
 from common.training import (
     Board,
     NonFiniteGuard,
+    TrainingError,
     autocast,
-    grad_norm,
+    check_run_dir,
+    load_run_config,
     make_scaler,
     resolve_precision,
     seed_everything,
@@ -43,18 +72,21 @@ from common.training import (
 from modules.commons import slice_segments
 from modules.losses import discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss
 from modules.spectrogram import MelScale, MelSpectrogram
-from s2.data import BucketBatchSampler, S2Batch, S2Dataset, collate_s2
+from s2.data import BucketBatchSampler, S2Batch, S2DataError, S2Dataset, collate_s2
 from s2.model import build_model
 from text.symbols import SYMBOLS_MD5
 
 LOW_LR_PREFIXES = ("enc_p.text_embedding.", "enc_p.encoder_text.", "enc_p.mrte.")
+# Names of the values one training step returns, in order (tensorboard tags).
+STEP_KEYS = ("loss/d/total", "loss/g/total", "loss/g/mel", "loss/g/kl", "loss/g/commit", "loss/g/fm",
+             "loss/g/gen", "grad_norm/d", "grad_norm/g")
 
 
 @dataclass
 class TrainState:
-    step: int = 0
+    step: int = 0  # optimizer steps done, over the whole run
     epoch: int = 0
-    batch_in_epoch: int = 0
+    batch_in_epoch: int = 0  # batches of this rank's epoch already consumed (skipped ones included)
 
 
 def param_groups(net_g: torch.nn.Module, lr: float, low_lr_rate: float) -> list[dict]:
@@ -67,13 +99,42 @@ def param_groups(net_g: torch.nn.Module, lr: float, low_lr_rate: float) -> list[
     return [{"params": base, "lr": lr}, {"params": low, "lr": lr * low_lr_rate}]
 
 
+def rng_state(device: torch.device) -> dict[str, Tensor]:
+    """This process's torch RNG states (CPU, and the CUDA device's when training on one)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+@contextlib.contextmanager
+def frozen(net: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``net`` with ``requires_grad`` off for its parameters (restored on exit)."""
+    flags = [(p, p.requires_grad) for p in net.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield net
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 class S2Trainer:
     def __init__(self, args: argparse.Namespace, info: DistInfo):
         self.args, self.info = args, info
         self.run_dir = Path(args.model_dir)
         self.dump = Path(args.dump)
         self.log = setup_logging(self.run_dir, info.is_main, "train_s2")
-        self.cfg = self._config()
+        resume_from = check_run_dir(self.run_dir, args.resume)
+        self.cfg: S2Config = load_run_config(args.config, self.run_dir, args.resume, S2Config, info.is_main,
+                                             "train_s2.py")
         tc = self.cfg.train
         self.device = info.device
         self.precision = resolve_precision(tc.precision, self.device)
@@ -89,7 +150,14 @@ class S2Trainer:
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=tc.lr_decay)
         self.scaler = make_scaler(self.precision, self.device)
         self.state = TrainState()
-        self._restore()
+        if resume_from is not None:
+            self._resume(resume_from)
+        elif args.init:
+            self._init_from(args.init)
+        if self.cfg.model.freeze_quantizer and not bool(self.net_g.quantizer.inited.item()):
+            raise ConfigError(f"{args.config or self.run_dir / 'config.json'}: model.freeze_quantizer is true but "
+                              "the codebook was never trained; fine-tune from a trained S2 checkpoint with --init, "
+                              "or set freeze_quantizer to false to learn the codebook")
         d = self.cfg.data
         self.mel_of_spec = MelScale(d.sampling_rate, d.filter_length, d.n_mel_channels, d.mel_fmin,
                                     d.mel_fmax).to(self.device)
@@ -97,123 +165,122 @@ class S2Trainer:
                                          d.n_mel_channels, d.mel_fmin, d.mel_fmax).to(self.device)
         self.guard = NonFiniteGuard(tc.max_nonfinite_steps)
         self.board = Board(self.run_dir, info.is_main)
+        self._real_logged = False
         ddp_kw = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
         self.g = DDP(self.net_g, broadcast_buffers=False, **ddp_kw) if info.world_size > 1 else self.net_g
         self.d = DDP(self.net_d, broadcast_buffers=False, **ddp_kw) if info.world_size > 1 else self.net_d
 
     # ------------------------------------------------------------------ setup
 
-    def _config(self) -> S2Config:
-        args = self.args
-        saved = self.run_dir / "config.json"
-        if args.resume and args.config is None:
-            if not saved.is_file():
-                raise CheckpointError(f"{self.run_dir}: --resume without -c needs {saved}")
-            cfg = load_config(saved, S2Config)
-        elif args.config is None:
-            raise SystemExit("train_s2.py: -c/--config is required (e.g. -c configs/s2.json)")
+    def _resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, stage="s2", symbols_md5=SYMBOLS_MD5, map_location=self.device)
+        if to_dict(from_dict(S2Config, ckpt.config))["model"] != to_dict(self.cfg)["model"]:
+            raise CheckpointError(f"{path}: its model config differs from the current one; resume with the run's "
+                                  f"own config ({self.run_dir / 'config.json'}) or use --init to fine-tune")
+        load_model_state(self.net_g, ckpt.models["generator"], path)
+        load_model_state(self.net_d, ckpt.models["discriminator"], path)
+        self.optim_g.load_state_dict(ckpt.optimizers["generator"])
+        self.optim_d.load_state_dict(ckpt.optimizers["discriminator"])
+        self.sched_g.load_state_dict(ckpt.schedulers["generator"])
+        self.sched_d.load_state_dict(ckpt.schedulers["discriminator"])
+        if self.scaler is not None and ckpt.scaler:
+            self.scaler.load_state_dict(ckpt.scaler)
+        self.state = TrainState(ckpt.step, ckpt.epoch, ckpt.extra.get("batch_in_epoch", 0))
+        states = ckpt.extra.get("rng")
+        if states is not None and len(states) == self.info.world_size:
+            set_rng_state(states[self.info.rank], self.device)
         else:
-            cfg = load_config(args.config, S2Config)
-        if self.info.is_main:
-            save_config(cfg, saved)
-        return cfg
+            self.log.warning(f"{path}: saved by {len(states or [])} process(es), now {self.info.world_size}: "
+                             "random slices, noise and batch assignment will differ from an uninterrupted run")
+        self.log.info(f"resuming from {path} at step {ckpt.step} (epoch {ckpt.epoch}, batch "
+                      f"{self.state.batch_in_epoch})")
 
-    def _restore(self) -> None:
-        args = self.args
-        if args.resume:
-            path = latest_checkpoint(self.run_dir)
-            if path is None:
-                raise CheckpointError(f"{self.run_dir}: --resume given but there is no checkpoint to resume from "
-                                      "(start without --resume for a fresh run)")
-            ckpt = load_checkpoint(path, stage="s2", symbols_md5=SYMBOLS_MD5, map_location=self.device)
-            if to_dict(from_dict(S2Config, ckpt.config)).get("model") != to_dict(self.cfg)["model"]:
-                raise CheckpointError(f"{path}: its model config differs from the current one; resume with the "
-                                      f"run's own config ({self.run_dir / 'config.json'}) or use --init to fine-tune")
-            load_model_state(self.net_g, ckpt.models["generator"], path)
-            load_model_state(self.net_d, ckpt.models["discriminator"], path)
-            self.optim_g.load_state_dict(ckpt.optimizers["generator"])
-            self.optim_d.load_state_dict(ckpt.optimizers["discriminator"])
-            self.sched_g.load_state_dict(ckpt.schedulers["generator"])
-            self.sched_d.load_state_dict(ckpt.schedulers["discriminator"])
-            if self.scaler is not None and ckpt.scaler:
-                self.scaler.load_state_dict(ckpt.scaler)
-            self.state = TrainState(ckpt.step, ckpt.epoch, ckpt.extra.get("batch_in_epoch", 0))
-            self.log.info(f"resuming from {path} at step {ckpt.step} (epoch {ckpt.epoch})")
-        elif args.init:
-            ckpt = load_checkpoint(args.init, stage="s2", symbols_md5=SYMBOLS_MD5, map_location=self.device)
-            load_model_state(self.net_g, ckpt.models["generator"], ckpt.path)
-            if "discriminator" in ckpt.models:
-                load_model_state(self.net_d, ckpt.models["discriminator"], ckpt.path)
-            if self.cfg.model.freeze_quantizer:
-                self.net_g.freeze_quantizer()
-            self.log.info(f"initialised weights from {ckpt.path} (step {ckpt.step}); optimizer starts fresh")
-        elif latest_checkpoint(self.run_dir) is not None:
-            raise CheckpointError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
-                                  "or choose another -m directory")
+    def _init_from(self, source: str) -> None:
+        ckpt = load_checkpoint(source, stage="s2", symbols_md5=SYMBOLS_MD5, map_location=self.device)
+        load_model_state(self.net_g, ckpt.models["generator"], ckpt.path)
+        if "discriminator" in ckpt.models:
+            load_model_state(self.net_d, ckpt.models["discriminator"], ckpt.path)
+        else:
+            self.log.warning(f"{ckpt.path} has no discriminator: it starts from random weights")
+        self.log.info(f"initialised weights from {ckpt.path} (step {ckpt.step}); optimizer and step start fresh")
 
     def _loaders(self) -> tuple[DataLoader, BucketBatchSampler, S2Dataset]:
         tc = self.cfg.train
-        train_ds = S2Dataset(self.dump / "s2_train.list", self.dump, self.cfg.data)
-        val_ds = S2Dataset(self.dump / "s2_val.list", self.dump, self.cfg.data)
+        train_ds = S2Dataset(self.dump / S2_TRAIN_LIST, self.dump, self.cfg.data)
+        val_ds = S2Dataset(self.dump / S2_VAL_LIST, self.dump, self.cfg.data)
         sampler = BucketBatchSampler(train_ds.lengths(), tc.batch_size, tc.bucket_boundaries, self.info.rank,
                                      self.info.world_size, seed=tc.seed)
         if sampler.excluded:
             self.log.info(f"{len(sampler.excluded)} training item(s) fall outside train.bucket_boundaries "
                           f"({tc.bucket_boundaries[0]}..{tc.bucket_boundaries[-1]} frames) and are not used")
+        # Its own generator: creating an iterator draws a worker seed, which must not move the global
+        # RNG (a resumed run creates one more iterator than the uninterrupted run did).
         loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate_s2, num_workers=tc.num_workers,
-                            pin_memory=self.device.type == "cuda", persistent_workers=tc.num_workers > 0)
+                            pin_memory=self.device.type == "cuda", persistent_workers=tc.num_workers > 0,
+                            generator=torch.Generator().manual_seed(tc.seed))
         return loader, sampler, val_ds
 
     # ------------------------------------------------------------------ one step
 
-    def train_step(self, batch: S2Batch) -> dict[str, float] | None:
-        """One D and one G update; returns named losses, or None when the step was skipped (non-finite)."""
+    def train_step(self, batch: S2Batch) -> Tensor | None:
+        """One D and one G update; returns the ``STEP_KEYS`` values ``[9]`` (detached, on the device),
+        or None when the step was skipped on every rank (a non-finite loss on any rank)."""
         tc, hop, seg = self.cfg.train, self.cfg.data.hop_length, self.cfg.train.segment_frames
         with autocast(self.precision, self.device):
             out = self.g(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths)
             y = slice_segments(batch.wav, out.ids_slice * hop, seg * hop)  # [B, 1, seg·hop]
             d_out = self.d(y, out.y_hat.detach())
         loss_d = discriminator_loss(d_out.real_logits, d_out.fake_logits)
-        if not self.guard.ok(loss_d, self.state.step):
+        checked_d = self._finite_on_all_ranks(loss_d)
+        if not bool(torch.isfinite(checked_d).all()):  # a finite D loss must not reset the guard's count:
+            self.guard.ok(checked_d, self.state.step)  # the step is judged once, on the G loss below
             return None
         self.optim_d.zero_grad(set_to_none=True)
         self._backward(loss_d)
-        grad_d = self._clip(self.net_d, self.optim_d)
+        grad_d = self._grad_norm(self.net_d, self.optim_d)
         self._optimizer_step(self.optim_d)
 
-        mel_real = slice_segments(self.mel_of_spec(batch.spec), out.ids_slice, seg)
+        mel_real = self.mel_of_spec(slice_segments(batch.spec, out.ids_slice, seg))  # [B, n_mels, seg]
         mel_fake = self.mel_of_wav(out.y_hat.squeeze(1))
         loss_mel = mel_loss(mel_real, mel_fake)
         loss_kl = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.y_mask)
-        with autocast(self.precision, self.device):
-            d_out_g = self.d(y, out.y_hat)  # the updated D judges the generator
+        with autocast(self.precision, self.device), frozen(self.net_d) as judge:
+            d_out_g = judge(y, out.y_hat)  # the updated D; gradients flow to the generator only
         loss_fm = feature_loss(d_out_g.real_features, d_out_g.fake_features)
         loss_gen = generator_loss(d_out_g.fake_logits)
-        loss_g = (tc.c_mel * loss_mel + tc.c_kl * loss_kl + tc.c_commit * out.commit_loss.float()
+        commit = out.commit_loss.float()
+        loss_g = (tc.c_mel * loss_mel + tc.c_kl * loss_kl + tc.c_commit * commit
                   + tc.c_fm * loss_fm + tc.c_gen * loss_gen)
-        if not self.guard.ok(loss_g, self.state.step):
+        if not self.guard.ok(self._finite_on_all_ranks(loss_g), self.state.step):
+            if self.scaler is not None:
+                self.scaler.update()
             return None
         self.optim_g.zero_grad(set_to_none=True)
         self._backward(loss_g)
-        grad_g = self._clip(self.net_g, self.optim_g)
+        grad_g = self._grad_norm(self.net_g, self.optim_g)
         self._optimizer_step(self.optim_g)
-        self.optim_d.zero_grad(set_to_none=True)  # D's gradients from the generator pass are not used
         if self.scaler is not None:
             self.scaler.update()
-        return {"loss/d/total": loss_d.item(), "loss/g/total": loss_g.item(), "loss/g/mel": loss_mel.item(),
-                "loss/g/kl": loss_kl.item(), "loss/g/commit": out.commit_loss.item(), "loss/g/fm": loss_fm.item(),
-                "loss/g/gen": loss_gen.item(), "grad_norm/g": grad_g, "grad_norm/d": grad_d}
+        return torch.stack([loss_d, loss_g, loss_mel, loss_kl, commit, loss_fm, loss_gen, grad_d, grad_g]).detach()
 
-    def _backward(self, loss: torch.Tensor) -> None:
+    def _finite_on_all_ranks(self, loss: Tensor) -> Tensor:
+        """``loss`` (detached, ``[1]``), or NaN when the loss of any rank is not finite."""
+        loss = loss.detach().float().reshape(1)
+        bad = all_reduce_sum_((~torch.isfinite(loss)).float())
+        return torch.where(bad > 0, torch.full_like(loss, math.nan), loss)
+
+    def _backward(self, loss: Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def _clip(self, net: torch.nn.Module, optim: torch.optim.Optimizer) -> float:
+    def _grad_norm(self, net: torch.nn.Module, optim: torch.optim.Optimizer) -> Tensor:
+        """The gradient norm of ``net`` (unscaled), clipped to ``grad_clip`` when that is > 0."""
         if self.scaler is not None:
             self.scaler.unscale_(optim)
-        params = [p for p in net.parameters() if p.grad is not None]
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
         if self.cfg.train.grad_clip > 0:
-            return float(torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip))
-        return grad_norm(params)
+            torch.nn.utils.clip_grads_with_norm_(grads, self.cfg.train.grad_clip, norm)
+        return norm.float()
 
     def _optimizer_step(self, optim: torch.optim.Optimizer) -> None:
         if self.scaler is not None:
@@ -225,31 +292,44 @@ class S2Trainer:
 
     @torch.no_grad()
     def validate(self, val_ds: S2Dataset) -> float:
-        """Mean mel L1 over the validation items: tokens -> decode with the item's own reference -> mel."""
-        net = self.net_g
+        """Mean mel L1 over the validation items: tokens -> decode with the item's own reference -> mel.
+
+        Rank 0 only, unwrapped model in eval mode, a fixed noise seed; whole tokens only (an odd
+        last frame has no token). Logs the first item's audio and mel images.
+        """
+        net, hop, fpt = self.net_g, self.cfg.data.hop_length, self.net_g.frames_per_token
         net.eval()
         total, frames = 0.0, 0
         gen = torch.Generator(device=self.device).manual_seed(0)
         for i in range(len(val_ds)):
-            b = collate_s2([val_ds[i]]).to(self.device)
-            codes = net.extract_codes(b.ssl, b.spec_lengths)
-            wav = net.decode(codes, b.text, b.text_lengths, b.spec, b.spec_lengths, generator=gen)
-            n = codes.size(1) * net.frames_per_token  # whole tokens only (an odd last frame has none)
-            mel_real = self.mel_of_spec(b.spec[:, :, :n])
-            mel_fake = self.mel_of_wav(wav[:, 0, : n * self.cfg.data.hop_length])
+            ex = val_ds[i]
+            n = ex.spec.size(1) // fpt * fpt
+            ssl = ex.ssl[None, :, :n].to(self.device)  # [1, D, n]
+            spec = ex.spec[None, :, :n].to(self.device)  # [1, F, n]
+            text = ex.phones[None].to(self.device)  # [1, L]
+            text_lengths = torch.tensor([text.size(1)], device=self.device)
+            codes = net.extract_codes(ssl)  # [1, n / fpt]
+            wav = net.decode(codes, text, text_lengths, spec, generator=gen)  # [1, 1, n · hop]
+            mel_real = self.mel_of_spec(spec)
+            mel_fake = self.mel_of_wav(wav[:, 0])
             total += float((mel_real - mel_fake).abs().mean(dim=1).sum())
             frames += n
-            if i == 0 and self.info.is_main:
-                self.board.audio("val/audio_generated", wav[0, 0, : n * self.cfg.data.hop_length], self.state.step,
-                                 self.cfg.data.sampling_rate)
-                self.board.image("val/mel_generated", spectrogram_image(mel_fake[0].cpu().numpy()), self.state.step)
-                self.board.image("val/mel_real", spectrogram_image(mel_real[0].cpu().numpy()), self.state.step)
+            if i == 0:
+                step = self.state.step
+                self.board.audio("val/audio_generated", wav[0, 0], step, self.cfg.data.sampling_rate)
+                self.board.image("val/mel_generated", spectrogram_image(mel_fake[0].cpu().numpy()), step)
+                if not self._real_logged:  # the reference side once per process
+                    self.board.audio("val/audio_real", ex.wav[: n * hop], step, self.cfg.data.sampling_rate)
+                    self.board.image("val/mel_real", spectrogram_image(mel_real[0].cpu().numpy()), step)
+                    self._real_logged = True
         net.train()
         return total / max(frames, 1)
 
     # ------------------------------------------------------------------ checkpoints
 
     def save(self) -> None:
+        """Write a checkpoint (rank 0); every rank must call it (the RNG states are gathered)."""
+        states = all_gather_objects(rng_state(self.device))
         if not self.info.is_main:
             return
         ckpt = Checkpoint(stage="s2", step=self.state.step, epoch=self.state.epoch, config=to_dict(self.cfg),
@@ -260,9 +340,32 @@ class S2Trainer:
                           schedulers={"generator": self.sched_g.state_dict(),
                                       "discriminator": self.sched_d.state_dict()},
                           scaler=self.scaler.state_dict() if self.scaler is not None else None,
-                          extra={"batch_in_epoch": self.state.batch_in_epoch})
-        path = save_checkpoint(self.run_dir, ckpt, keep=self.cfg.train.keep_ckpts)
-        self.log.info(f"saved {path}")
+                          extra={"batch_in_epoch": self.state.batch_in_epoch, "rng": states})
+        self.log.info(f"saved {save_checkpoint(self.run_dir, ckpt, keep=self.cfg.train.keep_ckpts)}")
+
+    def _validate_and_log(self, val_ds: S2Dataset) -> None:
+        if self.info.is_main:
+            val = self.validate(val_ds)
+            self.board.scalars({"val/mel_l1": val}, self.state.step)
+            self.board.flush()
+            self.log.info(f"step {self.state.step}: validation mel L1 {val:.4f}")
+
+    def _evaluate_and_save(self, val_ds: S2Dataset) -> None:
+        self._validate_and_log(val_ds)
+        self.save()
+        barrier()
+
+    def _log_interval(self, sums: Tensor, n_steps: int, frames: Tensor, seconds: float) -> None:
+        """Tensorboard + log line with the means over the last ``n_steps`` steps and all ranks."""
+        totals = all_reduce_sum_(torch.cat([sums, frames.reshape(1)]))
+        means = (totals[:-1] / (n_steps * self.info.world_size)).tolist()
+        values = dict(zip(STEP_KEYS, means))
+        values |= {"lr": self.optim_g.param_groups[0]["lr"], "throughput/frames_per_s": float(totals[-1]) / seconds,
+                   "throughput/steps_per_s": n_steps / seconds}
+        self.board.scalars(values | {"train/skipped_nonfinite": self.guard.total_skipped}, self.state.step)
+        shown = " ".join(f"{k.removeprefix('loss/')}={v:.4g}" for k, v in values.items()
+                         if k.startswith("loss/") or k.startswith("throughput/frames"))
+        self.log.info(f"step {self.state.step} epoch {self.state.epoch} | {shown}")
 
     # ------------------------------------------------------------------ loop
 
@@ -271,37 +374,41 @@ class S2Trainer:
         loader, sampler, val_ds = self._loaders()
         max_steps = self.args.max_steps or tc.max_steps or math.inf
         self.log.info(f"S2 training on {self.device} x{self.info.world_size}, precision {self.precision}, "
-                      f"{len(loader.dataset)} train / {len(val_ds)} val items, {len(sampler)} batches per epoch; "
-                      f"logs: {self.run_dir}")
+                      f"{len(loader.dataset)} train / {len(val_ds)} val items, {len(sampler)} batches per epoch "
+                      f"per rank; logs: {self.run_dir}")
+        if self.state.step == 0 and not self.args.resume:
+            self._validate_and_log(val_ds)  # the untrained baseline
+            barrier()
         self.net_g.train()
         self.net_d.train()
-        t0, frames = time.perf_counter(), 0
+        sums = torch.zeros(len(STEP_KEYS), device=self.device)
+        frames = torch.zeros((), device=self.device)
+        n_steps, t0 = 0, time.perf_counter()
         last_saved = self.state.step
         done = self.state.step >= max_steps
         while not done and self.state.epoch < tc.epochs:
             sampler.set_epoch(self.state.epoch, start=self.state.batch_in_epoch)
             for batch in loader:
-                losses = self.train_step(batch.to(self.device))
+                values = self.train_step(batch.to(self.device))
                 self.state.batch_in_epoch += 1
-                if losses is None:
-                    self.log.warning(f"step {self.state.step}: non-finite loss, batch skipped "
+                if values is None:
+                    self.log.warning(f"step {self.state.step}: non-finite loss on some rank, batch skipped "
                                      f"({self.guard.total_skipped} skipped so far)")
                     continue
                 self.state.step += 1
-                frames += int(batch.spec_lengths.sum())
+                sums += values
+                frames += batch.spec_lengths.sum()
+                n_steps += 1
                 step = self.state.step
                 if step % tc.log_interval == 0:
-                    n = torch.tensor([float(frames)], device=self.device)
-                    rate = float(all_reduce_sum_(n)) / (time.perf_counter() - t0)
-                    losses |= {"lr": self.optim_g.param_groups[0]["lr"], "throughput/frames_per_s": rate,
-                               "train/skipped_nonfinite": self.guard.total_skipped}
-                    self.board.scalars(losses, step)
-                    self.log.info(f"step {step} epoch {self.state.epoch} | " + " ".join(
-                        f"{k.split('/')[-1] if k.startswith('loss') else k}={v:.4g}" for k, v in losses.items()
-                        if k.startswith("loss/g/") or k in ("loss/d/total", "throughput/frames_per_s")))
-                    t0, frames = time.perf_counter(), 0
+                    self._log_interval(sums, n_steps, frames, time.perf_counter() - t0)
+                    sums.zero_()
+                    frames.zero_()
+                    n_steps, t0 = 0, time.perf_counter()
                 if step % tc.eval_interval == 0 or step >= max_steps:
+                    t_eval = time.perf_counter()
                     self._evaluate_and_save(val_ds)
+                    t0 += time.perf_counter() - t_eval  # throughput counts training time only
                     last_saved = step
                 if step >= max_steps:
                     done = True
@@ -316,19 +423,16 @@ class S2Trainer:
         self.board.close()
         self.log.info(f"finished at step {self.state.step}; checkpoints in {self.run_dir}")
 
-    def _evaluate_and_save(self, val_ds: S2Dataset) -> None:
-        if self.info.is_main:
-            val = self.validate(val_ds)
-            self.board.scalars({"val/mel_l1": val}, self.state.step)
-            self.board.flush()
-            self.log.info(f"step {self.state.step}: validation mel L1 {val:.4f}")
-        self.save()
-        barrier()
-
 
 def run(args: argparse.Namespace) -> None:
     info = setup_dist(timeout_s=args.dist_timeout, device=args.device)
     try:
         S2Trainer(args, info).fit()
+    except (ConfigError, CheckpointError, ManifestError, S2DataError, TrainingError, DistError, OSError) as err:
+        raise SystemExit(f"train_s2: {err}") from None
+    except RuntimeError as err:  # a dead or hung rank, seen by DDP inside backward (before cleanup_dist)
+        if (failure := as_dist_error(err)) is None:
+            raise
+        raise SystemExit(f"train_s2: {failure}") from None
     finally:
         cleanup_dist()

@@ -1,0 +1,166 @@
+"""S1 decoding speed: KV-cached vs uncached generation against the memory-bandwidth bound.
+
+    python -m bench.s1_decode                      # fp32, CPU, 2 threads
+    python -m bench.s1_decode --device cuda --dtype bf16 --threads 0
+
+Full-size 12-layer model (random weights), a 100-phoneme prefix plus a 75-token prompt,
+500 new tokens with EOS blocked so every run has the full length. Prints one JSON object:
+
+- ``cached_tok_s``: new tokens / wall time of ``generate`` (prefill included);
+  ``cached_decode_tok_s``: decode steps only (the separately timed prefill subtracted).
+- ``uncached_tok_s``: ``generate(use_cache=False)`` over the first ``--uncached-tokens``
+  tokens only (cheaper per token than the full 500, so the speed-up is conservative).
+- ``bandwidth_gb_s``: a large tensor copy timed in the same run (bytes read + written / s),
+  best of the probes taken before and after each cached run (the machine is shared and
+  noisy; the best probe gives the highest, i.e. strictest, bound);
+  ``bound_tok_s`` = bandwidth / bytes of weights read per decode step;
+  ``fraction_of_bound`` = cached_decode_tok_s / bound_tok_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from s1.generate import generate, left_padded_prefix
+from s1.model import Text2Semantic, prefix_lm_mask
+from s1.sampling import PRESETS
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def copy_bandwidth(device: torch.device, n_bytes: int, repeats: int = 5) -> float:
+    """Best-of-``repeats`` copy bandwidth in GB/s (bytes read + bytes written per second)."""
+    src = torch.ones(n_bytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # touch the pages once
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n_bytes / best / 1e9
+
+
+def decode_weight_bytes(model: Text2Semantic) -> int:
+    """Bytes of parameters read by one decode step: transformer + head + one embedding row."""
+    n = sum(p.numel() * p.element_size() for p in model.transformer.parameters())
+    n += model.head.weight.numel() * model.head.weight.element_size()
+    emb = model.token_embedding.weight
+    return n + emb.shape[1] * emb.element_size()
+
+
+def timed(fn, device: torch.device) -> tuple[float, object]:
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t0, out
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    model = Text2Semantic(codebook_size=1024, phoneme_vocab_size=512, dim=512, n_layer=12, n_head=16, ffn_dim=2048)
+    model = model.to(device=device, dtype=DTYPES[args.dtype]).eval()
+    phones = [torch.randint(0, 322, (args.n_phones,))]
+    prompt = [torch.randint(0, 1024, (args.n_prompt,))]
+    params = PRESETS[args.preset]
+    # oneDNN linears are eager-only (inductor cannot lower them); --compile uses plain ones.
+    model.transformer.fast_cpu_linear = not (args.plain_linear or args.compile)
+    if args.compile:
+        model.decode_one_token = torch.compile(model.decode_one_token, dynamic=True)
+
+    def run(n_new: int, use_cache: bool) -> list[torch.Tensor]:
+        return generate(
+            model, phones, prompt, params, max_new_tokens=n_new, max_tokens_per_phoneme=None,
+            min_new_tokens=n_new, seed=args.seed, use_cache=use_cache,
+        )
+
+    run(8, True)  # warm-up (allocator, kernels, compilation)
+    run(2, False)
+    bandwidths = [copy_bandwidth(device, args.copy_mb * 2**20)]
+    with torch.inference_mode():
+        prefix = left_padded_prefix(model, phones, prompt)
+        x, mask = prefix.x, prefix_lm_mask(prefix.key_valid, prefix.is_phone)
+        model.transformer.setup_cache(1, x.shape[1])
+        t_prefill = min(timed(lambda: model.hidden(x, mask, input_pos=0), device)[0] for _ in range(3))
+        model.transformer.reset_cache()
+    t_cached = float("inf")
+    for _ in range(args.repeats):
+        t, out = timed(lambda: run(args.new_tokens, True), device)
+        if out[0].numel() != args.new_tokens:
+            raise RuntimeError(f"cached run produced {out[0].numel()} tokens, expected {args.new_tokens}")
+        t_cached = min(t_cached, t)
+        bandwidths.append(copy_bandwidth(device, args.copy_mb * 2**20))
+    t_uncached, out = timed(lambda: run(args.uncached_tokens, False), device)
+    if out[0].numel() != args.uncached_tokens:
+        raise RuntimeError(f"uncached run produced {out[0].numel()} tokens, expected {args.uncached_tokens}")
+
+    bandwidth = max(bandwidths)
+    w_bytes = decode_weight_bytes(model)
+    bound = bandwidth * 1e9 / w_bytes
+    cached_tok_s = args.new_tokens / t_cached
+    decode_tok_s = (args.new_tokens - 1) / max(t_cached - t_prefill, 1e-9)
+    uncached_tok_s = args.uncached_tokens / t_uncached
+    seq_avg = args.n_phones + args.n_prompt + args.new_tokens / 2
+    kv_bytes = 2 * len(model.transformer.layers) * seq_avg * model.dim * x.element_size()
+    result = {
+        "device": str(device),
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "compile": args.compile,
+        "onednn_linear": model.transformer.fast_cpu_linear,
+        "preset": args.preset,
+        "prefix": {"phones": args.n_phones, "prompt_tokens": args.n_prompt},
+        "new_tokens": args.new_tokens,
+        "prefill_s": round(t_prefill, 4),
+        "cached_s": round(t_cached, 3),
+        "cached_tok_s": round(cached_tok_s, 1),
+        "cached_decode_tok_s": round(decode_tok_s, 1),
+        "uncached_tokens": args.uncached_tokens,
+        "uncached_s": round(t_uncached, 3),
+        "uncached_tok_s": round(uncached_tok_s, 2),
+        "speedup_cached_vs_uncached": round(cached_tok_s / uncached_tok_s, 1),
+        "weight_mb_per_step": round(w_bytes / 2**20, 1),
+        "kv_cache_mb_per_step_avg": round(kv_bytes / 2**20, 1),
+        "bandwidth_gb_s": round(bandwidth, 1),
+        "bandwidth_samples_gb_s": [round(b, 1) for b in bandwidths],
+        "bound_tok_s": round(bound, 1),
+        "fraction_of_bound": round(decode_tok_s / bound, 3),
+    }
+    print(json.dumps(result, indent=2))
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="model dtype")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (0 = leave as is)")
+    p.add_argument("--n-phones", type=int, default=100, help="phonemes in the prefix")
+    p.add_argument("--n-prompt", type=int, default=75, help="prompt tokens in the prefix")
+    p.add_argument("--new-tokens", type=int, default=500, help="tokens generated by the cached run")
+    p.add_argument("--uncached-tokens", type=int, default=30, help="tokens generated by the uncached run")
+    p.add_argument("--repeats", type=int, default=3, help="cached runs (best time is reported)")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="sampling preset")
+    p.add_argument("--copy-mb", type=int, default=512, help="size of the bandwidth-probe copy in MiB")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (implies plain linears)")
+    p.add_argument("--plain-linear", action="store_true", help="F.linear instead of oneDNN linears in decoding")
+    p.add_argument("--seed", type=int, default=0, help="random seed (weights and sampling)")
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    main(parse_args())

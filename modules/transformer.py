@@ -1,0 +1,236 @@
+"""Decoder-only transformer blocks with a preallocated KV cache (S1).
+
+One implementation serves training and inference:
+
+- training / uncached: ``TransformerDecoder(x, mask)`` runs the full sequence under an
+  explicit attention mask;
+- cached inference (gpt-fast style): ``setup_cache(batch, max_len)`` allocates one
+  ``KVCache`` ``[B, H, S_max, Dh]`` per layer, once per generation call; every call
+  ``TransformerDecoder(x, mask, input_pos=p)`` writes the keys/values of the ``S`` new
+  positions at cache slots ``p .. p+S-1`` and attends over slots ``0 .. p+S-1`` only
+  (a view of the buffer, never the whole preallocated length).
+
+Layers are post-LN (``x = LN1(x + Drop(MHA(x)))``, ``x = LN2(x + Drop(W2 Drop(ReLU(W1 x))))``,
+LayerNorm eps 1e-5, no final norm) as ``torch.nn.TransformerEncoderLayer(norm_first=False)``.
+The attention uses one packed projection ``in_proj = Linear(d, 3d)`` whose output rows are
+q, k, v in that order, so GPT-SoVITS ``self_attn.in_proj_weight``/``in_proj_bias`` load as
+``self_attn.in_proj.weight``/``.bias`` unchanged.
+
+Cached calls without grad on an fp32 CPU tensor run their linears through oneDNN
+(``onednn_linear``, same weights, ReLU fused): MKL's gemv behind ``F.linear`` reaches only
+about a third of the memory bandwidth for one-row inputs. ``fast_cpu_linear = False`` on
+the decoder turns this off; the uncached path always uses ``F.linear``.
+
+Masks are boolean, ``True`` = "may attend", broadcastable to ``[B, H, S_q, S_k]``
+(``S_k`` = ``input_pos + S_q`` with a cache). Every query row must allow at least one key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class KVCache:
+    """Keys and values of one attention layer, preallocated as ``[B, H, S_max, Dh]``.
+
+    Not an ``nn.Module``: it holds no parameters and never appears in a state dict.
+    ``batch`` is the number of live rows; rows can be dropped with ``keep_rows`` (finished
+    sequences), which compacts them to the front of the same buffers.
+    """
+
+    def __init__(
+        self,
+        batch: int,
+        n_head: int,
+        max_len: int,
+        head_dim: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        # kv[0] = keys, kv[1] = values: one buffer so that one copy writes both.
+        self.kv = torch.zeros(2, batch, n_head, max_len, head_dim, device=device, dtype=dtype)
+        self.batch = batch
+        self.max_len = max_len
+
+    def update(self, input_pos: int, kv_new: Tensor) -> tuple[Tensor, Tensor]:
+        """Write ``kv_new [2, B, H, S, Dh]`` at slots ``input_pos..input_pos+S-1``.
+
+        Returns views ``(k, v)`` of shape ``[B, H, input_pos+S, Dh]`` over the filled slots.
+        """
+        end = input_pos + kv_new.shape[3]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: writing up to slot {end} > max_len {self.max_len}")
+        if kv_new.shape[1] != self.batch:
+            raise ValueError(f"KV cache holds {self.batch} rows, got a batch of {kv_new.shape[1]}")
+        live = self.kv[:, : self.batch]
+        live[:, :, :, input_pos:end].copy_(kv_new)
+        filled = live[:, :, :, :end]
+        return filled[0], filled[1]
+
+    def keep_rows(self, rows: Tensor) -> None:
+        """Keep only batch rows ``rows`` (LongTensor, indices into the live rows), in that order."""
+        kept = self.kv[:, : self.batch].index_select(1, rows)
+        self.kv[:, : rows.numel()].copy_(kept)
+        self.batch = rows.numel()
+
+
+Linear = Callable[[Tensor, Tensor, Tensor | None, bool], Tensor]
+
+
+def plain_linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = False) -> Tensor:
+    """``F.linear`` (+ ReLU): the path used for training and as the reference."""
+    y = F.linear(x, weight, bias)
+    return F.relu(y) if relu else y
+
+
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = False) -> Tensor:
+    """Same as ``plain_linear`` through oneDNN (ReLU fused), no autograd.
+
+    On CPU, fp32 matrix-vector products through ``F.linear`` (MKL gemv) run single-threaded
+    at about a third of the memory bandwidth; oneDNN's inner-product primitive reads the
+    (unchanged, unpacked) weights near the bandwidth bound. Used only for cached decoding
+    without grad; tested equal to ``plain_linear`` through cached == uncached generation.
+    """
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
+
+
+_HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def select_linear(x: Tensor, allow_fast: bool) -> Linear:
+    """``onednn_linear`` if allowed and usable for input ``x`` (fp32 CPU, no grad), else ``plain_linear``."""
+    usable = (
+        _HAS_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+    )
+    return onednn_linear if allow_fast and usable else plain_linear
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a packed q,k,v projection and optional KV cache."""
+
+    def __init__(self, dim: int, n_head: int, dropout: float) -> None:
+        super().__init__()
+        if dim % n_head != 0:
+            raise ValueError(f"dim {dim} is not divisible by n_head {n_head}")
+        self.n_head = n_head
+        self.head_dim = dim // n_head
+        self.dropout = dropout
+        self.in_proj = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        cache: KVCache | None = None,
+        input_pos: int | None = None,
+        linear: Linear = plain_linear,
+    ) -> Tensor:
+        """x ``[B, S, D]`` -> ``[B, S, D]``; with ``cache``, new keys go to slots from ``input_pos``."""
+        b, s, d = x.shape
+        qkv = linear(x, self.in_proj.weight, self.in_proj.bias, False)  # [B, S, 3D]
+        qkv = qkv.view(b, s, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, S, Dh]
+        if cache is None:
+            k, v = qkv[1], qkv[2]
+        else:
+            k, v = cache.update(input_pos, qkv[1:])  # [B, H, input_pos+S, Dh]
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(qkv[0], k, v, attn_mask=mask, dropout_p=p)  # [B, H, S, Dh]
+        return linear(y.transpose(1, 2).reshape(b, s, d), self.out_proj.weight, self.out_proj.bias, False)
+
+
+class DecoderLayer(nn.Module):
+    """Post-LN transformer layer (attention + ReLU feed-forward), written functionally so that
+    a decoding step costs few Python operations; the modules only hold the weights."""
+
+    def __init__(self, dim: int, n_head: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = SelfAttention(dim, n_head, dropout)
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-5)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-5)
+        self.dropout = dropout  # attention-branch, feed-forward inner and feed-forward branch dropouts
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        cache: KVCache | None = None,
+        input_pos: int | None = None,
+        linear: Linear = plain_linear,
+    ) -> Tensor:
+        """x ``[B, S, D]`` -> ``[B, S, D]``."""
+        a = self.self_attn(x, mask, cache, input_pos, linear)
+        if self.training and self.dropout > 0:
+            a = F.dropout(a, self.dropout, training=True)
+        x = F.layer_norm(x + a, self.norm1.normalized_shape, self.norm1.weight, self.norm1.bias, self.norm1.eps)
+        h = linear(x, self.linear1.weight, self.linear1.bias, True)
+        if self.training and self.dropout > 0:
+            h = F.dropout(h, self.dropout, training=True)
+        h = linear(h, self.linear2.weight, self.linear2.bias, False)
+        if self.training and self.dropout > 0:
+            h = F.dropout(h, self.dropout, training=True)
+        return F.layer_norm(x + h, self.norm2.normalized_shape, self.norm2.weight, self.norm2.bias, self.norm2.eps)
+
+
+class TransformerDecoder(nn.Module):
+    """A stack of ``n_layer`` post-LN layers; optional per-layer KV caches for decoding."""
+
+    def __init__(self, dim: int, n_head: int, n_layer: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(dim, n_head, ffn_dim, dropout) for _ in range(n_layer))
+        self.caches: list[KVCache] | None = None
+        self.fast_cpu_linear = True  # oneDNN linears in cached, no-grad fp32 CPU calls
+
+    def setup_cache(
+        self,
+        batch: int,
+        max_len: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """Allocate one ``KVCache [B, H, max_len, Dh]`` per layer (replacing any previous ones)."""
+        ref = self.layers[0].self_attn.in_proj.weight
+        device = ref.device if device is None else device
+        dtype = ref.dtype if dtype is None else dtype
+        self.caches = [
+            KVCache(batch, layer.self_attn.n_head, max_len, layer.self_attn.head_dim, device=device, dtype=dtype)
+            for layer in self.layers
+        ]
+
+    def reset_cache(self) -> None:
+        """Free the caches."""
+        self.caches = None
+
+    def keep_rows(self, rows: Tensor) -> None:
+        """Drop finished rows from every cache (``rows``: LongTensor of rows to keep)."""
+        if self.caches is None:
+            raise RuntimeError("keep_rows called without a cache; call setup_cache first")
+        for cache in self.caches:
+            cache.keep_rows(rows)
+
+    def forward(self, x: Tensor, mask: Tensor | None, input_pos: int | None = None) -> Tensor:
+        """x ``[B, S, D]`` -> ``[B, S, D]``.
+
+        Without ``input_pos`` the caches are not used (training, uncached decoding) and
+        ``mask`` is ``[B or 1, 1, S, S]``. With ``input_pos`` (requires ``setup_cache``) the
+        ``S`` new positions occupy cache slots ``input_pos..input_pos+S-1`` and ``mask`` is
+        ``[B or 1, 1, S, input_pos+S]`` or None (attend to every filled slot).
+        """
+        if input_pos is None:
+            for layer in self.layers:
+                x = layer(x, mask)
+            return x
+        if self.caches is None:
+            raise RuntimeError("input_pos given but no KV cache; call setup_cache(batch, max_len) first")
+        linear = select_linear(x, self.fast_cpu_linear)
+        for layer, cache in zip(self.layers, self.caches):
+            x = layer(x, mask, cache, input_pos, linear)
+        return x

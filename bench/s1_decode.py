@@ -7,28 +7,34 @@ Full-size 12-layer model (random weights), a 100-phoneme prefix plus a 75-token 
 500 new tokens with EOS blocked so every run has the full length. Prints one JSON object:
 
 - ``cached_tok_s``: new tokens / wall time of ``generate`` (prefill included);
-  ``cached_decode_tok_s``: decode steps only (the separately timed prefill subtracted).
+  ``cached_decode_tok_s``: decode steps / their wall time (as timed by ``generate_detailed``).
 - ``uncached_tok_s``: ``generate(use_cache=False)`` over the first ``--uncached-tokens``
   tokens only (cheaper per token than the full 500, so the speed-up is conservative).
 - ``bandwidth_gb_s``: a large tensor copy timed in the same run (bytes read + written / s),
   best of the probes taken before and after each cached run (the machine is shared and
   noisy; the best probe gives the highest, i.e. strictest, bound);
   ``bound_tok_s`` = bandwidth / bytes of weights read per decode step;
-  ``fraction_of_bound`` = cached_decode_tok_s / bound_tok_s.
+  ``fraction_of_bound`` = cached_decode_tok_s / bound_tok_s (``fraction_of_bound_e2e`` uses
+  cached_tok_s, prefill included).
+- ``load_avg_1min``: the machine's load when the run ended (other processes skew timings).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
-from s1.generate import generate, left_padded_prefix
-from s1.model import Text2Semantic, prefix_lm_mask
+from s1.generate import GenerationResult, generate_detailed
+from s1.model import Text2Semantic
 from s1.sampling import PRESETS
 
+T = TypeVar("T")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -60,7 +66,8 @@ def decode_weight_bytes(model: Text2Semantic) -> int:
     return n + emb.shape[1] * emb.element_size()
 
 
-def timed(fn, device: torch.device) -> tuple[float, object]:
+def timed(fn: Callable[[], T], device: torch.device) -> tuple[float, T]:
+    """Wall time of ``fn()`` (device synchronised) and its result."""
     _sync(device)
     t0 = time.perf_counter()
     out = fn()
@@ -83,40 +90,34 @@ def main(args: argparse.Namespace) -> None:
     if args.compile:
         model.decode_one_token = torch.compile(model.decode_one_token, dynamic=True)
 
-    def run(n_new: int, use_cache: bool) -> list[torch.Tensor]:
-        return generate(
+    def run(n_new: int, use_cache: bool) -> GenerationResult:
+        res = generate_detailed(
             model, phones, prompt, params, max_new_tokens=n_new, max_tokens_per_phoneme=None,
             min_new_tokens=n_new, seed=args.seed, use_cache=use_cache,
         )
+        if res.tokens[0].numel() != n_new:
+            raise RuntimeError(f"run produced {res.tokens[0].numel()} tokens, expected {n_new}")
+        return res
 
     run(8, True)  # warm-up (allocator, kernels, compilation)
     run(2, False)
     bandwidths = [copy_bandwidth(device, args.copy_mb * 2**20)]
-    with torch.inference_mode():
-        prefix = left_padded_prefix(model, phones, prompt)
-        x, mask = prefix.x, prefix_lm_mask(prefix.key_valid, prefix.is_phone)
-        model.transformer.setup_cache(1, x.shape[1])
-        t_prefill = min(timed(lambda: model.hidden(x, mask, input_pos=0), device)[0] for _ in range(3))
-        model.transformer.reset_cache()
-    t_cached = float("inf")
+    t_cached, t_prefill, decode_tok_s = float("inf"), float("inf"), 0.0
     for _ in range(args.repeats):
-        t, out = timed(lambda: run(args.new_tokens, True), device)
-        if out[0].numel() != args.new_tokens:
-            raise RuntimeError(f"cached run produced {out[0].numel()} tokens, expected {args.new_tokens}")
+        t, res = timed(lambda: run(args.new_tokens, True), device)
         t_cached = min(t_cached, t)
+        t_prefill = min(t_prefill, res.prefill_s)
+        decode_tok_s = max(decode_tok_s, res.decode_steps / res.decode_s)
         bandwidths.append(copy_bandwidth(device, args.copy_mb * 2**20))
-    t_uncached, out = timed(lambda: run(args.uncached_tokens, False), device)
-    if out[0].numel() != args.uncached_tokens:
-        raise RuntimeError(f"uncached run produced {out[0].numel()} tokens, expected {args.uncached_tokens}")
+    t_uncached, _ = timed(lambda: run(args.uncached_tokens, False), device)
 
     bandwidth = max(bandwidths)
     w_bytes = decode_weight_bytes(model)
     bound = bandwidth * 1e9 / w_bytes
     cached_tok_s = args.new_tokens / t_cached
-    decode_tok_s = (args.new_tokens - 1) / max(t_cached - t_prefill, 1e-9)
     uncached_tok_s = args.uncached_tokens / t_uncached
     seq_avg = args.n_phones + args.n_prompt + args.new_tokens / 2
-    kv_bytes = 2 * len(model.transformer.layers) * seq_avg * model.dim * x.element_size()
+    kv_bytes = 2 * len(model.transformer.layers) * seq_avg * model.dim * model.head.weight.element_size()
     result = {
         "device": str(device),
         "dtype": args.dtype,
@@ -127,6 +128,7 @@ def main(args: argparse.Namespace) -> None:
         "prefix": {"phones": args.n_phones, "prompt_tokens": args.n_prompt},
         "new_tokens": args.new_tokens,
         "prefill_s": round(t_prefill, 4),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
         "cached_s": round(t_cached, 3),
         "cached_tok_s": round(cached_tok_s, 1),
         "cached_decode_tok_s": round(decode_tok_s, 1),
@@ -140,6 +142,7 @@ def main(args: argparse.Namespace) -> None:
         "bandwidth_samples_gb_s": [round(b, 1) for b in bandwidths],
         "bound_tok_s": round(bound, 1),
         "fraction_of_bound": round(decode_tok_s / bound, 3),
+        "fraction_of_bound_e2e": round(cached_tok_s / bound, 3),
     }
     print(json.dumps(result, indent=2))
 

@@ -21,6 +21,7 @@ tokens are exactly the newly generated ones: no prompt, no EOS.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,10 +62,16 @@ class LoopDetector:
 @dataclass
 class GenerationResult:
     """tokens: per row, the new tokens (CPU LongTensor, no EOS; may be empty).
-    stop_reasons: per row, "eos", "length" (cap reached) or "loop" (loop detector)."""
+    stop_reasons: per row, "eos", "length" (cap reached) or "loop" (loop detector).
+    prefill_s: wall time up to the first sampled token (prefix forward + first sample);
+    decode_s: wall time of the remaining steps; decode_steps: their number.
+    (Every step reads the sampled tokens on the host, so the times are exact on GPUs too.)"""
 
     tokens: list[Tensor]
     stop_reasons: list[str]
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    decode_steps: int = 0
 
 
 @dataclass
@@ -171,6 +178,7 @@ def generate_detailed(
 
     device = next(model.parameters()).device
     eos = model.eos_id
+    t_start = time.perf_counter()
     was_training = model.training
     model.eval()
     try:
@@ -213,7 +221,10 @@ def generate_detailed(
             if stop_on_argmax_eos and step >= min_new_tokens:
                 stop |= logits.argmax(dim=-1) == eos
             keep: list[int] = []
-            for r, (g, t, s) in enumerate(zip(alive, tok.tolist(), stop.tolist())):
+            tok_list, stop_list = tok.tolist(), stop.tolist()  # host sync
+            if step == 0:
+                t_first = time.perf_counter()
+            for r, (g, t, s) in enumerate(zip(alive, tok_list, stop_list)):
                 if s:
                     reasons[g] = "eos"
                     continue
@@ -252,10 +263,17 @@ def generate_detailed(
                 logits = model.head(model.hidden(seq, prefix_lm_mask(key_valid, is_phone))[:, -1])
             positions = positions + 1
             step += 1
+        t_end = time.perf_counter()
     finally:
         model.transformer.reset_cache()
         model.train(was_training)
-    return GenerationResult(tokens=[torch.tensor(o, dtype=torch.long) for o in out], stop_reasons=reasons)
+    return GenerationResult(
+        tokens=[torch.tensor(o, dtype=torch.long) for o in out],
+        stop_reasons=reasons,
+        prefill_s=t_first - t_start,
+        decode_s=t_end - t_first,
+        decode_steps=step,
+    )
 
 
 def generate(

@@ -413,6 +413,7 @@ def run(args: argparse.Namespace) -> None:
     info = setup_dist(timeout_s=args.dist_timeout, device=args.device)
     try:
         S1Trainer(args, info).fit()
+        barrier()  # ranks leave together: gloo can abort a rank that tears down while its peer still works
     except RuntimeError as err:  # a dead or hung rank, seen by DDP inside backward (before cleanup_dist)
         if (failure := as_dist_error(err)) is None:
             raise

@@ -148,6 +148,7 @@ def test_length_caps() -> None:
     res = generate_detailed(model, phones, prompts, SAMPLED, max_new_tokens=[3, 8, 5], max_tokens_per_phoneme=None)
     assert [len(t) for t in res.tokens] == [3, 8, 5]
     assert res.stop_reasons == ["length"] * 3
+    assert res.decode_steps == 7 and res.prefill_s > 0 and res.decode_s > 0  # 8 tokens: prefill + 7 steps
     ratio = generate(model, phones, prompts, SAMPLED, max_tokens_per_phoneme=1.5, min_new_tokens=0)
     assert [len(t) for t in ratio] == [9, math.ceil(4.5), math.ceil(13.5)]
     both = generate(model, phones, prompts, SAMPLED, max_new_tokens=6, max_tokens_per_phoneme=1.5)

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-REF_TEXT = "今天天气很好。"
 TTS_TEXT = "我们一起去吃午饭吧，然后去看电影。"
 
 
@@ -47,6 +46,20 @@ def train_cmd(script: str, config: str, run_dir: Path, dump: Path, steps: int) -
     return cmd + ["-c", config]
 
 
+def make_reference(corpus: Path, path: Path) -> tuple[Path, str]:
+    """A 3-10 s reference: two utterances of one speaker joined (each corpus clip is ~2 s)."""
+    import numpy as np
+    import soundfile as sf
+
+    clips = [corpus / "zh" / "spk1" / f"{n:03d}.wav" for n in (19, 15)]
+    audio = [sf.read(c, dtype="float32") for c in clips]
+    sr = audio[0][1]
+    pause = np.zeros(int(0.3 * sr), dtype=np.float32)
+    sf.write(path, np.concatenate([audio[0][0], pause, audio[1][0]]), sr)
+    text = "".join(c.with_suffix(".lab").read_text(encoding="utf-8").strip() for c in clips)
+    return path, text
+
+
 def main(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     from tests.corpus import make_corpus
@@ -57,7 +70,7 @@ def main(args: argparse.Namespace) -> None:
         shutil.rmtree(out)
     corpus, dump, logs = out / "corpus", out / "dump", out / "logs"
     hubert = (ROOT / args.hubert).resolve()
-    s2_steps, s1_steps = (40, 60) if args.quick else (args.s2_steps, args.s1_steps)
+    s2_steps, s1_steps = (40, 150) if args.quick else (args.s2_steps, args.s1_steps)
     t0 = time.perf_counter()
     total = 11
 
@@ -85,10 +98,10 @@ def main(args: argparse.Namespace) -> None:
     stage(9, total, f"train S1 ({s1_steps} steps)")
     run(train_cmd("train_s1.py", "configs/tiny/s1.json", logs / "s1", dump, s1_steps))
     stage(10, total, "synthesize a sentence with tts.py")
-    ref = corpus / "zh" / "spk1" / "019.wav"
+    ref, ref_text = make_reference(corpus, out / "reference.wav")
     wav = out / "demo.wav"
     run(["python", "tts.py", "--s1-ckpt", str(logs / "s1"), "--s2-ckpt", str(logs / "s2"), "--ref", str(ref),
-         "--ref-text", REF_TEXT, "--text", TTS_TEXT, "--ssl-model", str(hubert), "--seed", "0", "-o", str(wav)])
+         "--ref-text", ref_text, "--text", TTS_TEXT, "--ssl-model", str(hubert), "--seed", "0", "-o", str(wav)])
     stage(11, total, "done")
     print(f"wav:          {wav}")
     print(f"tensorboard:  tensorboard --logdir {logs}")

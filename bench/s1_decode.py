@@ -3,6 +3,10 @@
     python -m bench.s1_decode                      # fp32, CPU, 2 threads
     python -m bench.s1_decode --device cuda --dtype bf16 --threads 0
 
+On a machine shared with other busy processes, OpenMP threads that spin at barriers make
+every multi-threaded op (and so this benchmark) collapse by 10-40x; there, run with
+``OMP_WAIT_POLICY=PASSIVE`` or ``--threads 1`` and check ``load_avg_1min`` in the output.
+
 Full-size 12-layer model (random weights), a 100-phoneme prefix plus a 75-token prompt,
 500 new tokens with EOS blocked so every run has the full length. Prints one JSON object:
 
@@ -129,6 +133,7 @@ def main(args: argparse.Namespace) -> None:
         "new_tokens": args.new_tokens,
         "prefill_s": round(t_prefill, 4),
         "load_avg_1min": round(os.getloadavg()[0], 2),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "cached_s": round(t_cached, 3),
         "cached_tok_s": round(cached_tok_s, 1),
         "cached_decode_tok_s": round(decode_tok_s, 1),

@@ -46,12 +46,8 @@ from common.manifest import (
     read_phonemes,
     write_s2_list,
 )
-from common.manifest import read_s2_list as read_s2_list  # re-exported for callers of this module
 
 STAGE = "filelist_s2"
-# The list reader/writer live in common.manifest; these names are kept for callers of this module.
-S2Item = S2ListItem
-FilelistError = ManifestError
 
 
 def collect_items(dump: Path, cfg: S2Config) -> tuple[list[S2ListItem], Counter]:

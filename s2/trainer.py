@@ -428,6 +428,7 @@ def run(args: argparse.Namespace) -> None:
     info = setup_dist(timeout_s=args.dist_timeout, device=args.device)
     try:
         S2Trainer(args, info).fit()
+        barrier()  # ranks leave together: gloo can abort a rank that tears down while its peer still works
     except (ConfigError, CheckpointError, ManifestError, S2DataError, TrainingError, DistError, OSError) as err:
         raise SystemExit(f"train_s2: {err}") from None
     except RuntimeError as err:  # a dead or hung rank, seen by DDP inside backward (before cleanup_dist)

@@ -13,7 +13,15 @@ import pytest
 
 import gen_filelist_s2 as gf
 from common.audio import save_wav
-from common.manifest import PhonemeEntry, Utterance, write_manifest, write_phonemes
+from common.manifest import (
+    ManifestError,
+    PhonemeEntry,
+    S2ListItem,
+    Utterance,
+    read_s2_list,
+    write_manifest,
+    write_phonemes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_S2 = ROOT / "configs" / "tiny" / "s2.json"  # min_seconds 0.5, max_seconds 12, hop 640, val_items 4
@@ -58,7 +66,7 @@ def test_lists_are_reproducible_and_complete(tmp_path: Path) -> None:
         assert reason in first.stdout
     assert "left out 6 utterance(s)" in first.stdout
 
-    train, val = gf.read_s2_list(dump / "s2_train.list"), gf.read_s2_list(dump / "s2_val.list")
+    train, val = read_s2_list(dump / "s2_train.list"), read_s2_list(dump / "s2_val.list")
     assert len(val) == 4 and len(train) == len(good) - 4  # data.val_items of the tiny config
     assert {it.id for it in train} | {it.id for it in val} == set(good)
     assert not {it.id for it in train} & {it.id for it in val}
@@ -74,12 +82,12 @@ def test_lists_are_reproducible_and_complete(tmp_path: Path) -> None:
     assert (dump / "s2_val.list").read_bytes() == val_bytes
     other = _run(dump, "--seed", "7", "--val-items", "3")
     assert other.returncode == 0
-    val7 = gf.read_s2_list(dump / "s2_val.list")
+    val7 = read_s2_list(dump / "s2_val.list")
     assert len(val7) == 3 and {it.id for it in val7} != {it.id for it in val[:3]}
 
 
 def test_split_clamps() -> None:
-    items = [gf.S2Item(f"u{i}", "s", "zh", 50) for i in range(5)]
+    items = [S2ListItem(f"u{i}", "s", "zh", 50) for i in range(5)]
     train, val = gf.split_items(items, 100, seed=1)
     assert len(train) == 1 and len(val) == 4
     train, val = gf.split_items(items, 0, seed=1)
@@ -105,10 +113,10 @@ def test_empty_dump_is_an_error(tmp_path: Path) -> None:
 def test_bad_list_lines_are_errors(tmp_path: Path) -> None:
     path = tmp_path / "x.list"
     path.write_text("a|s|zh|12\nb|s|zh|twelve\n", encoding="utf-8")
-    with pytest.raises(gf.FilelistError, match=r"x.list:2: expected id\|speaker\|lang\|n_frames"):
-        gf.read_s2_list(path)
-    with pytest.raises(gf.FilelistError, match="has '|'"):
-        gf.S2Item("a", "s|t", "zh", 3).to_line()
+    with pytest.raises(ManifestError, match=r"x.list:2: expected id\|speaker\|lang\|n_frames"):
+        read_s2_list(path)
+    with pytest.raises(ManifestError, match="has '|'"):
+        S2ListItem("a", "s|t", "zh", 3).to_line()
 
 
 def test_ssl_dir_matches_the_extractor() -> None:

@@ -18,6 +18,15 @@ GREEDY = PRESETS["greedy"]
 SAMPLED = SamplingParams(top_k=10, top_p=0.9, temperature=1.2, repetition_penalty=1.35)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is fastest and immune to OpenMP stalls on busy machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_model(seed: int = 0, bert_dim: int = 0) -> Text2Semantic:
     torch.manual_seed(seed)
     return Text2Semantic(
@@ -47,7 +56,6 @@ def constant_hidden(model: Text2Semantic, head_column: torch.Tensor) -> Text2Sem
 
 
 def test_cached_logits_match_uncached() -> None:
-    torch.set_num_threads(1)
     model = tiny_model().eval()
     phones, prompts = rows()
     g = torch.Generator().manual_seed(1)

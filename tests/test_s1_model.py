@@ -13,6 +13,15 @@ CODEBOOK = 40
 N_PHONES = 30
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is fastest and immune to OpenMP stalls on busy machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_model(seed: int = 0, bert_dim: int = 0, dropout: float = 0.0) -> Text2Semantic:
     torch.manual_seed(seed)
     return Text2Semantic(
@@ -213,7 +222,6 @@ def test_build_model_reads_config() -> None:
 
 
 def test_tiny_model_overfits_one_batch() -> None:
-    torch.set_num_threads(1)
     model = tiny_model(seed=2, dropout=0.1).train()
     phones, pl, tokens, tl = rand_batch([7, 10, 5], [12, 9, 15], seed=7)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

@@ -18,6 +18,15 @@ from s1.sampling import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is fastest and immune to OpenMP stalls on busy machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_penalty_once_per_unique_token() -> None:
     logits = torch.tensor([[2.0, -2.0, 4.0, 1.0, -1.0]])
     prev = torch.tensor([[0, 0, 0, 1, 1, 2]])

@@ -126,7 +126,7 @@ def main(args: argparse.Namespace) -> None:
     out: dict = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
                  "s1_config": args.s1_config, "s2_config": args.s2_config, "dtype": "fp32"}
     peak = matmul_peak_gflops(device)
-    decode = bench_decode(Path(args.s2_config), device, args.seconds, 3.0, args.n_phones, args.repeats)
+    decode, _ = bench_decode(Path(args.s2_config), device, args.seconds, 3.0, args.n_phones, args.repeats)
     engine = build_engine(Path(args.s1_config), Path(args.s2_config), device, not args.no_reference)
     e2e = bench_e2e(engine, args.seconds, args.n_phones, args.prompt_phones, args.prompt_tokens, args.ref_seconds,
                     args.repeats)

@@ -20,9 +20,11 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -171,6 +173,17 @@ def as_dist_error(err: BaseException) -> DistError | None:
         return None
     return DistError(f"rank {rank()} of {world_size()}: communication with the other ranks failed: another rank "
                      f"died or did not answer within the process-group timeout ({_first_line(err)})")
+
+
+def exit_on_comm_failure(prefix: str, err: DistError) -> NoReturn:
+    """Print one line and leave at once (exit status 1) after a peer died or hung.
+
+    Tearing a gloo/NCCL process group down with a peer gone can abort the process
+    ("terminate called without an active exception") or hang, so no cleanup is attempted.
+    """
+    sys.stdout.flush()
+    print(f"{prefix}: {err}", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:

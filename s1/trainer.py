@@ -72,7 +72,16 @@ from torch.utils.data import DataLoader
 
 from common.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from common.config import ConfigError, S1Config, S1TrainConfig, from_dict, to_dict
-from common.dist import DistInfo, all_gather_objects, all_reduce_sum_, as_dist_error, barrier, cleanup_dist, setup_dist
+from common.dist import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum_,
+    as_dist_error,
+    barrier,
+    cleanup_dist,
+    exit_on_comm_failure,
+    setup_dist,
+)
 from common.training import (
     Board,
     NonFiniteGuard,
@@ -414,9 +423,9 @@ def run(args: argparse.Namespace) -> None:
     try:
         S1Trainer(args, info).fit()
         barrier()  # ranks leave together: gloo can abort a rank that tears down while its peer still works
-    except RuntimeError as err:  # a dead or hung rank, seen by DDP inside backward (before cleanup_dist)
+    except RuntimeError as err:  # a dead or hung rank (DistError, or gloo/NCCL errors raised inside DDP's backward)
         if (failure := as_dist_error(err)) is None:
             raise
-        raise failure from None
+        exit_on_comm_failure("train_s1.py", failure)
     finally:
         cleanup_dist()

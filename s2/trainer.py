@@ -46,13 +46,13 @@ from torch.utils.data import DataLoader
 from common.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from common.config import ConfigError, S2Config, from_dict, to_dict
 from common.dist import (
-    DistError,
     DistInfo,
     all_gather_objects,
     all_reduce_sum_,
     as_dist_error,
     barrier,
     cleanup_dist,
+    exit_on_comm_failure,
     setup_dist,
 )
 from common.manifest import S2_TRAIN_LIST, S2_VAL_LIST, ManifestError
@@ -429,11 +429,11 @@ def run(args: argparse.Namespace) -> None:
     try:
         S2Trainer(args, info).fit()
         barrier()  # ranks leave together: gloo can abort a rank that tears down while its peer still works
-    except (ConfigError, CheckpointError, ManifestError, S2DataError, TrainingError, DistError, OSError) as err:
+    except (ConfigError, CheckpointError, ManifestError, S2DataError, TrainingError, OSError) as err:
         raise SystemExit(f"train_s2: {err}") from None
-    except RuntimeError as err:  # a dead or hung rank, seen by DDP inside backward (before cleanup_dist)
+    except RuntimeError as err:  # a dead or hung rank (DistError, or gloo/NCCL errors raised inside DDP's backward)
         if (failure := as_dist_error(err)) is None:
             raise
-        raise SystemExit(f"train_s2: {failure}") from None
+        exit_on_comm_failure("train_s2", failure)
     finally:
         cleanup_dist()

@@ -32,7 +32,15 @@ from tqdm import tqdm
 
 from common.audio import AudioError, audio_info, load_audio
 from common.config import ConfigError, S2Config, load_config
-from common.dist import DistInfo, all_gather_objects, barrier, cleanup_dist, setup_dist
+from common.dist import (
+    DistInfo,
+    all_gather_objects,
+    as_dist_error,
+    barrier,
+    cleanup_dist,
+    exit_on_comm_failure,
+    setup_dist,
+)
 from common.fileio import remove_stale_temps
 from common.manifest import MANIFEST_NAME, REJECTED_NAME, WAV_DIR, ManifestError, Utterance, read_manifest
 from common.progress import RejectionReport, print_summary
@@ -151,6 +159,10 @@ def main(args: argparse.Namespace) -> None:
         if merged_counts["processed"] + merged_counts["skipped"] == 0:
             raise SystemExit(f"{STAGE}: no item has features; see {dump / REJECTED_NAME} for the reasons"
                              if info.is_main else 1)
+    except RuntimeError as err:  # a dead or hung rank: one line, then leave without tearing gloo/NCCL down
+        if (failure := as_dist_error(err)) is None:
+            raise
+        exit_on_comm_failure(STAGE, failure)
     finally:
         cleanup_dist()
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from common.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_model_state
 from common.config import ConfigError, S2Config, from_dict
-from common.dist import barrier, cleanup_dist, setup_dist
+from common.dist import as_dist_error, barrier, cleanup_dist, exit_on_comm_failure, setup_dist
 from common.fileio import atomic_write_text
 from common.manifest import REJECTED_NAME
 from common.progress import RejectionReport, print_summary
@@ -317,6 +317,10 @@ def main(args: argparse.Namespace) -> None:
         barrier()
     except (ExtractError, S1DataError, CheckpointError, ConfigError) as err:
         raise SystemExit(f"{STAGE}: {err}") from None
+    except RuntimeError as err:  # a dead or hung rank: one line, then leave without tearing gloo/NCCL down
+        if (failure := as_dist_error(err)) is None:
+            raise
+        exit_on_comm_failure(STAGE, failure)
     finally:
         cleanup_dist()
 

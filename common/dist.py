@@ -46,17 +46,23 @@ class DistInfo:
         return self.rank == 0
 
 
-def pick_device(requested: str | None = None) -> torch.device:
-    """``requested`` ('cpu', 'cuda', 'cuda:1', 'mps') or the best available device."""
+def pick_device(requested: str | None = None, prefer_mps: bool = False) -> torch.device:
+    """``requested`` ('cpu', 'cuda', 'cuda:1', 'mps') or the best available device.
+
+    Best available: CUDA, then (with ``prefer_mps``, for inference) MPS, then CPU. An
+    unavailable requested device raises ``RuntimeError`` naming it.
+    """
     if requested:
         dev = torch.device(requested)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {requested!r} requested but CUDA is not available")
+            raise RuntimeError(f"device {requested!r} requested but CUDA is not available on this machine")
         if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise RuntimeError(f"device {requested!r} requested but MPS is not available")
+            raise RuntimeError(f"device {requested!r} requested but MPS is not available on this machine")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
+    if prefer_mps and torch.backends.mps.is_available():
+        return torch.device("mps")
     return torch.device("cpu")
 
 

@@ -20,6 +20,7 @@ import torch
 
 from common.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state
 from common.config import S1Config, S2Config, from_dict
+from common.dist import pick_device as common_pick_device
 from infer.errors import InferenceError
 from modules.spectrogram import Spectrogram
 from s1.model import Text2Semantic, build_model
@@ -31,18 +32,10 @@ log = logging.getLogger(__name__)
 
 def pick_device(name: str | None = None) -> torch.device:
     """``name`` ('cpu', 'cuda', 'cuda:1', 'mps'), or the best available: CUDA, then MPS, then CPU."""
-    if name:
-        dev = torch.device(name)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise InferenceError(f"--device {name}: CUDA is not available on this machine")
-        if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise InferenceError(f"--device {name}: MPS is not available on this machine")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    try:
+        return common_pick_device(name, prefer_mps=True)
+    except RuntimeError as err:
+        raise InferenceError(f"--device {name}: {err}") from None
 
 
 def file_sha256(path: Path) -> str:

@@ -47,15 +47,6 @@ def normalize_lang(lang: str) -> str:
     return _ALIASES[key]
 
 
-def _concat(parts: list[G2PResult], lang: str) -> G2PResult:
-    return G2PResult(
-        phones=[p for r in parts for p in r.phones],
-        word2ph=[n for r in parts for n in r.word2ph],
-        norm_text="".join(r.norm_text for r in parts),
-        lang=lang,
-    )
-
-
 def _clean_zh(text: str) -> G2PResult:
     norm = normalize_zh(text)
     parts = []
@@ -66,7 +57,7 @@ def _clean_zh(text: str) -> G2PResult:
             parts.append(g2p_english(normalize_en(segment), shouting=False, letter_names=True))
         else:
             parts.append(g2p_chinese(segment))
-    return _concat(parts, "zh")
+    return G2PResult.concat(parts, "zh")  # English runs stay parts of their own (lang "en")
 
 
 def _clean_en(text: str) -> G2PResult:

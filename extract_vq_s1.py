@@ -40,6 +40,7 @@ from common.checkpoint import CheckpointError, latest_checkpoint, load_checkpoin
 from common.config import ConfigError, S2Config, from_dict
 from common.dist import as_dist_error, barrier, cleanup_dist, exit_on_comm_failure, setup_dist
 from common.fileio import atomic_write_text
+from common.gsv1.files import ENC_Q
 from common.manifest import REJECTED_NAME
 from common.progress import RejectionReport, print_summary
 from modules.ssl import SSL_DIR, SSLError, feature_path, load_features
@@ -121,7 +122,7 @@ def load_tokenizer(ckpt_file: Path, sha256: str, device: torch.device) -> S2Toke
         raise ExtractError(f"{ckpt_file}: the S2 codebook was never initialised ({uninit[0]} = 0): this "
                            "checkpoint has not been trained, its tokens would mean nothing")
     generator, _ = build_model(cfg)
-    load_model_state(generator, state, ckpt_file)
+    load_model_state(generator, state, ckpt_file, optional=(ENC_Q,))  # exports carry no posterior encoder
     generator.to(device=device, dtype=torch.float32).eval()
     return S2Tokenizer(generator, cfg, ckpt_file, ckpt.step, sha256, ckpt.symbols_md5)
 

@@ -4,6 +4,8 @@
     torchrun --nproc_per_node=4 train_s1.py -c configs/s1.json -m logs/s1   # 4 GPUs, DDP
     python train_s1.py -m logs/s1 --resume                                  # continue the run exactly
     python train_s1.py -c configs/s1.json -m logs/s1_ft --init pretrained/s1.pt   # fine-tune
+    python train_s1.py -c configs/gsv1/s1.json -m logs/s1_ft \
+        --init "pretrained/s1bert25hz-2kh-longer-epoch=68e-step=50232.ckpt"      # fine-tune GPT-SoVITS v1
 
 Multi-node: the same torchrun command on every node with --nnodes, --node_rank and
 --rdzv_endpoint. Checkpoints (``ckpt_<step>.pt``), the resolved ``config.json``, ``train.log``

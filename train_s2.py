@@ -4,6 +4,8 @@
     torchrun --nproc_per_node=4 train_s2.py -c configs/s2.json -m logs/s2   # 4 GPUs, DDP
     python train_s2.py -m logs/s2 --resume                                  # continue the run exactly
     python train_s2.py -c my_finetune.json -m logs/s2_ft --init pretrained/s2.pt    # fine-tune (weights only)
+    python train_s2.py -c configs/gsv1/s2.json -m logs/s2_ft --init pretrained/s2G488k.pth \
+        --init-d pretrained/s2D488k.pth                          # fine-tune GPT-SoVITS v1 (G and D)
 
 Multi-node: the same torchrun command on every node with --nnodes, --node_rank and
 --rdzv_endpoint. Checkpoints (``ckpt_<step>.pt``), the resolved ``config.json``, ``train.log``
@@ -22,7 +24,13 @@ from common.training import parse_training_args, training_arg_parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return parse_training_args(training_arg_parser(__doc__, "s2", "s2_train.list, s2_val.list, wav32k/ and ssl/"), argv)
+    p = training_arg_parser(__doc__, "s2", "s2_train.list, s2_val.list, wav32k/ and ssl/")
+    p.add_argument("--init-d", help="with --init: the discriminator to start from (GPT-SoVITS v1 s2D488k.pth, or an "
+                   "S2 checkpoint/run directory); default: the --init checkpoint's own, else random")
+    args = parse_training_args(p, argv)
+    if args.init_d and not args.init:
+        p.error("--init-d needs --init (the generator)")
+    return args
 
 
 def main(args: argparse.Namespace) -> None:

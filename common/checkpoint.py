@@ -10,7 +10,12 @@ A checkpoint is a ``torch.save`` dict::
 Files are ``<run_dir>/ckpt_<step:08d>.pt``, written through a temp file and an atomic
 rename, so a process killed while saving (or a full disk) leaves the previous
 checkpoint as the latest loadable one. Only plain containers and tensors are stored, so
-loading uses ``weights_only=True``.
+loading uses ``weights_only=True`` (``common.safe_load``: a file whose pickle would run code
+is refused and nothing of it runs).
+
+``load_checkpoint`` also accepts GPT-SoVITS v1 files (S1 ``.ckpt``, S2 generator ``.pth``),
+recognised by their content and converted in memory to this format (``common.gsv1``), so
+every script that takes a checkpoint takes them too.
 """
 
 from __future__ import annotations
@@ -99,12 +104,16 @@ def load_checkpoint(path: str | Path, stage: str | None = None, symbols_md5: str
         path = latest
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        raw = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    raw = read_torch_file(path, map_location)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an AR-VITS checkpoint (no format tag {FORMAT!r})")
+        from common.gsv1.files import checkpoint_from_v1, detect_v1
+
+        v1_kind = detect_v1(raw)
+        if v1_kind is None:
+            raise CheckpointError(f"{path}: neither an AR-VITS checkpoint (no format tag {FORMAT!r}) nor a "
+                                  "GPT-SoVITS v1 S1/S2 file")
+        ckpt = checkpoint_from_v1(raw, path, v1_kind)
+        raw = ckpt.to_dict()
     if raw.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {raw.get('version')} is not supported (need {VERSION})")
     if stage is not None and raw["stage"] != stage:
@@ -118,11 +127,43 @@ def load_checkpoint(path: str | Path, stage: str | None = None, symbols_md5: str
                       schedulers=raw["schedulers"], scaler=raw["scaler"], extra=raw["extra"], path=path)
 
 
+def read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """The object in a torch file, loaded safely; every failure is a one-line ``CheckpointError``."""
+    from common.safe_load import UnsafeFileError, safe_load
+
+    try:
+        return safe_load(path, map_location=map_location)
+    except UnsafeFileError as e:
+        raise CheckpointError(str(e)) from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+
+
+def load_discriminator_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """S2 discriminator weights (our names, fp32) from a GPT-SoVITS v1 ``s2D*.pth`` or an S2 checkpoint."""
+    path = Path(path)
+    if path.is_file():
+        raw = read_torch_file(path, map_location)
+        from common.gsv1.files import V1_S2D, detect_v1, discriminator_from_v1
+
+        if detect_v1(raw) == V1_S2D:
+            return discriminator_from_v1(raw, path)[0]
+    ckpt = load_checkpoint(path, stage="s2", map_location=map_location)
+    if "discriminator" not in ckpt.models:
+        raise CheckpointError(f"{ckpt.path}: holds no discriminator weights")
+    return ckpt.models["discriminator"]
+
+
 def load_model_state(model: torch.nn.Module, state: dict[str, Any], source: str | Path,
-                     strict: bool = True) -> None:
-    """``model.load_state_dict`` with a readable error listing missing, unexpected and mis-shaped keys."""
+                     strict: bool = True, optional: tuple[str, ...] = ()) -> None:
+    """``model.load_state_dict`` with a readable error listing missing, unexpected and mis-shaped keys.
+
+    Keys starting with one of the ``optional`` prefixes may be missing from ``state`` (the
+    model keeps its own values for them), e.g. ``enc_q.`` for S2 weights exported without
+    the posterior encoder.
+    """
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and not (optional and k.startswith(optional))]
     unexpected = [k for k in state if k not in own]
     shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
              for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
@@ -136,4 +177,4 @@ def load_model_state(model: torch.nn.Module, state: dict[str, Any], source: str 
     if problems:
         raise CheckpointError(f"{source}: weights do not fit this model ({' | '.join(problems)}). "
                               "Was the checkpoint trained with a different config?")
-    model.load_state_dict(state, strict=strict)
+    model.load_state_dict(state, strict=strict and not any(k not in state for k in own))

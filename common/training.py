@@ -204,8 +204,8 @@ def training_arg_parser(doc: str, stage: str, data_files: str) -> argparse.Argum
     p.add_argument("-m", "--model-dir", default=f"logs/{stage}", help="run directory for checkpoints and logs")
     p.add_argument("--dump", default="dump", help=f"data directory holding {data_files}")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run directory")
-    p.add_argument("--init", help=f"fine-tune: start from this {stage.upper()} checkpoint's weights "
-                   "(file or run directory); optimizer and step start fresh")
+    p.add_argument("--init", help=f"fine-tune: start from this {stage.upper()} checkpoint's weights (file or run "
+                   "directory, or a GPT-SoVITS v1 file); optimizer and step start fresh")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps in total (0: the config's)")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA if available, else CPU)")
     p.add_argument("--dist-timeout", type=float, default=600.0,

@@ -21,6 +21,7 @@ import torch
 from common.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state
 from common.config import S1Config, S2Config, from_dict
 from common.dist import pick_device as common_pick_device
+from common.gsv1.files import ENC_Q
 from infer.errors import InferenceError
 from modules.spectrogram import Spectrogram
 from s1.model import Text2Semantic, build_model
@@ -115,7 +116,7 @@ def load_s2(path: str | Path, device: torch.device) -> LoadedS2:
         raise InferenceError(f"{ckpt.path}: the S2 codebook was never initialised: this checkpoint has not been "
                              "trained, its tokens and audio would mean nothing")
     generator = build_generator(cfg)
-    load_model_state(generator, state, ckpt.path)
+    load_model_state(generator, state, ckpt.path, optional=(ENC_Q,))  # exports carry no posterior encoder
     generator.fold_weight_norm()
     generator.to(device=device, dtype=torch.float32).eval()
     return LoadedS2(generator=generator, cfg=cfg, path=ckpt.path, step=ckpt.step, device=device)

@@ -43,7 +43,14 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from common.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from common.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    load_discriminator_state,
+    load_model_state,
+    save_checkpoint,
+)
 from common.config import ConfigError, S2Config, from_dict, to_dict
 from common.dist import (
     DistInfo,
@@ -55,6 +62,7 @@ from common.dist import (
     exit_on_comm_failure,
     setup_dist,
 )
+from common.gsv1.files import ENC_Q
 from common.manifest import S2_TRAIN_LIST, S2_VAL_LIST, ManifestError
 from common.training import (
     Board,
@@ -196,12 +204,22 @@ class S2Trainer:
                       f"{self.state.batch_in_epoch})")
 
     def _init_from(self, source: str) -> None:
+        """Weights of ``--init`` (ours or a GPT-SoVITS v1 generator) and ``--init-d`` (a discriminator)."""
         ckpt = load_checkpoint(source, stage="s2", symbols_md5=SYMBOLS_MD5, map_location=self.device)
-        load_model_state(self.net_g, ckpt.models["generator"], ckpt.path)
-        if "discriminator" in ckpt.models:
+        gen = ckpt.models["generator"]
+        load_model_state(self.net_g, gen, ckpt.path, optional=(ENC_Q,))
+        if not any(k.startswith(ENC_Q) for k in gen):
+            self.log.warning(f"{ckpt.path} has no posterior encoder (an inference export): enc_q starts from random "
+                             "weights; fine-tuning works but needs more steps than from a file with enc_q")
+        init_d = getattr(self.args, "init_d", None)
+        if init_d:
+            load_model_state(self.net_d, load_discriminator_state(init_d, map_location=self.device), init_d)
+            self.log.info(f"initialised the discriminator from {init_d}")
+        elif "discriminator" in ckpt.models:
             load_model_state(self.net_d, ckpt.models["discriminator"], ckpt.path)
         else:
-            self.log.warning(f"{ckpt.path} has no discriminator: it starts from random weights")
+            self.log.warning(f"{ckpt.path} has no discriminator: it starts from random weights "
+                             "(give one with --init-d)")
         self.log.info(f"initialised weights from {ckpt.path} (step {ckpt.step}); optimizer and step start fresh")
 
     def _loaders(self) -> tuple[DataLoader, BucketBatchSampler, S2Dataset]:

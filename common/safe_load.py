@@ -1,0 +1,82 @@
+"""Read ``.pt``/``.pth``/``.ckpt`` files without ever running code stored in them.
+
+Every checkpoint is read with ``torch.load(weights_only=True)``: the unpickler builds only
+tensors and plain containers, and refuses any other global a file names (``os.system``,
+``builtins.exec``, a class's ``__reduce__`` ...) before calling it. One foreign class is
+allowed: GPT-SoVITS pickles the ``config`` of its exported SoVITS weights as an instance of
+its ``utils.HParams`` (a namespace of nested settings). That name is mapped to
+``HParamsStandIn``, a class of our own whose only behaviour is to keep the attribute
+dictionary it is given; ``safe_load`` then turns every stand-in into a plain nested ``dict``,
+so callers never see it. GPT-SoVITS's own ``utils`` module is never imported.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HPARAMS_GLOBAL = "utils.HParams"  # how GPT-SoVITS's pickles name their config class
+
+
+class UnsafeFileError(RuntimeError):
+    """A file cannot be read as plain weights (foreign code in its pickle, or not a torch file)."""
+
+
+class HParamsStandIn:
+    """Receives the state of a pickled GPT-SoVITS ``utils.HParams``; never used directly."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _plain(x: Any) -> Any:
+    """Replace every ``HParamsStandIn`` inside ``x`` by a plain ``dict`` (recursively)."""
+    if isinstance(x, HParamsStandIn):
+        state = getattr(x, "state", {})
+        if isinstance(state, tuple) and len(state) == 2:  # (dict_state, slot_state) form
+            state = {**(state[0] or {}), **(state[1] or {})}
+        return {k: _plain(v) for k, v in dict(state or {}).items()}
+    if isinstance(x, dict) and not isinstance(x, torch.Tensor):
+        out = type(x)() if type(x) is not dict else {}
+        for k, v in x.items():
+            out[k] = _plain(v)
+        return out
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    if isinstance(x, tuple):
+        return tuple(_plain(v) for v in x)
+    return x
+
+
+def _refusal(path: Path, err: Exception) -> str:
+    """A one-line reason for an unpickling refusal, naming the global the file asked for."""
+    text = str(err)
+    m = (re.search(r"GLOBAL (\S+)", text) or re.search(r"unrecognized function (\S+)", text)
+         or re.search(r"but got (<[^>]+>)", text))
+    what = f" ({m.group(1)})" if m else ""
+    return (f"{path}: refused: its pickle asks to run or build something other than weights and plain data"
+            f"{what}; nothing from it was executed. Only load files from sources you trust, and re-save them "
+            "as plain weights")
+
+
+def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` that also reads GPT-SoVITS's pickled HParams configs.
+
+    Raises ``UnsafeFileError`` with a one-line message for a pickle that would run code
+    (nothing of it runs) and ``OSError`` subclasses for missing/unreadable files.
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals([(HParamsStandIn, HPARAMS_GLOBAL)]):
+            raw = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeFileError(_refusal(path, err)) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnsafeFileError(f"{path}: cannot read checkpoint file ({type(err).__name__}: {first})") from None
+    return _plain(raw)

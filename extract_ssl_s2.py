@@ -34,7 +34,6 @@ from common.audio import AudioError, audio_info, load_audio
 from common.config import ConfigError, S2Config, load_config
 from common.dist import (
     DistInfo,
-    all_gather_objects,
     as_dist_error,
     barrier,
     cleanup_dist,
@@ -42,8 +41,9 @@ from common.dist import (
     setup_dist,
 )
 from common.fileio import remove_stale_temps
-from common.manifest import MANIFEST_NAME, REJECTED_NAME, WAV_DIR, ManifestError, Utterance, read_manifest
-from common.progress import RejectionReport, print_summary
+from common.manifest import MANIFEST_NAME, WAV_DIR, ManifestError, Utterance, read_manifest
+from common.progress import RejectionReport
+from common.sharded import finish_sharded_stage
 from modules.ssl import (
     SSL_DIR,
     NonFiniteFeatures,
@@ -143,22 +143,10 @@ def main(args: argparse.Namespace) -> None:
     info = setup_dist(device=args.device)
     try:
         counts, report = _extract_shard(args, info)
-        merged_counts: Counter = Counter()
-        merged = RejectionReport(STAGE)
-        for part_counts, part_rows in all_gather_objects((counts, report.rows)):
-            merged_counts.update(part_counts)
-            merged.rows.extend(part_rows)
-        dump = Path(args.dump)
-        if info.is_main:
-            merged.write(dump / REJECTED_NAME)
-            print_summary(STAGE, merged_counts["processed"], merged_counts["skipped"], merged, dump / REJECTED_NAME)
-            if merged_counts["retried_fp32"]:
-                print(f"{STAGE}: {merged_counts['retried_fp32']} item(s) gave non-finite fp16 features and were "
-                      "retried in fp32")
-        barrier()
-        if merged_counts["processed"] + merged_counts["skipped"] == 0:
-            raise SystemExit(f"{STAGE}: no item has features; see {dump / REJECTED_NAME} for the reasons"
-                             if info.is_main else 1)
+        merged_counts = finish_sharded_stage(STAGE, info, counts, report, Path(args.dump))
+        if info.is_main and merged_counts["retried_fp32"]:
+            print(f"{STAGE}: {merged_counts['retried_fp32']} item(s) gave non-finite fp16 features and were "
+                  "retried in fp32")
     except RuntimeError as err:  # a dead or hung rank: one line, then leave without tearing gloo/NCCL down
         if (failure := as_dist_error(err)) is None:
             raise

@@ -22,7 +22,6 @@ Conventions (spec §4, §3.2; the same everywhere so training and inference feat
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,8 +30,9 @@ import numpy as np
 import torch
 
 from common.audio import resample
-from common.fileio import atomic_write_with
 from common.manifest import SSL_DIR  # dump/ssl/<id>.pt: fp16 [D, T] features
+from common.tensor_file import NonFiniteTensor, TensorFileError, load_fp16, save_fp16
+from modules.pretrained import ModelKind, load_pretrained
 
 if TYPE_CHECKING:
     from transformers import HubertModel
@@ -41,6 +41,7 @@ SSL_SAMPLE_RATE = 16000
 MAX_FRAME_MISMATCH = 2
 # Keys a HuBERT checkpoint may lack without harm in eval mode (the SpecAugment mask vector).
 _OPTIONAL_KEYS = ("masked_spec_embed",)
+SSL_KIND = ModelKind(role="SSL", arch="HuBERT", option="--ssl-model")
 
 
 class SSLError(RuntimeError):
@@ -72,11 +73,10 @@ def save_features(path: str | Path, feats: torch.Tensor) -> torch.Tensor:
 
     Raises ``NonFiniteFeatures`` when the values do not fit fp16 (nothing is written).
     """
-    half = feats.detach().to("cpu", torch.float16).contiguous()  # [D, T]
-    if not torch.isfinite(half).all():
-        raise NonFiniteFeatures("non-finite features: values overflow fp16 storage")
-    atomic_write_with(path, lambda f: torch.save(half, f))
-    return half
+    try:
+        return save_fp16(path, feats)
+    except NonFiniteTensor as err:
+        raise NonFiniteFeatures(str(err)) from None
 
 
 def load_features(path: str | Path, mmap: bool = False) -> torch.Tensor:
@@ -84,33 +84,10 @@ def load_features(path: str | Path, mmap: bool = False) -> torch.Tensor:
 
     Raises ``SSLError`` naming the file for a missing, unreadable or malformed file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SSLError(f"{path}: features file not found")
     try:
-        feats = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise SSLError(f"{path}: cannot read features ({type(err).__name__}: {err})") from err
-    if not isinstance(feats, torch.Tensor) or feats.ndim != 2 or feats.dtype != torch.float16:
-        what = f"{feats.dtype} tensor of shape {tuple(feats.shape)}" if isinstance(feats, torch.Tensor) else type(feats)
-        raise SSLError(f"{path}: expected an fp16 [D, T] tensor, got {what}")
-    return feats
-
-
-def _is_local(name_or_path: str) -> bool:
-    """Whether ``name_or_path`` should be a local directory rather than a hub id."""
-    p = Path(name_or_path).expanduser()
-    return (p.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-            or "\\" in name_or_path)
-
-
-def _offline() -> bool:
-    """Offline mode as the environment says now (huggingface_hub reads it only once, at import)."""
-    from huggingface_hub import constants
-
-    env = any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-              for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return env or bool(constants.HF_HUB_OFFLINE)
+        return load_fp16(path, mmap)
+    except TensorFileError as err:
+        raise SSLError(str(err)) from err
 
 
 def load_ssl_model(name_or_path: str, device: str | torch.device = "cpu", fp16: bool = False) -> SSLModel:
@@ -121,37 +98,11 @@ def load_ssl_model(name_or_path: str, device: str | torch.device = "cpu", fp16: 
     ``extract_features`` use fp16 autocast by default.
     """
     from transformers import HubertModel  # imported here: transformers takes seconds to import
-    from transformers.utils import logging as hf_logging
 
     device = torch.device(device)
-    local = _is_local(name_or_path)
-    if local:
-        path = Path(name_or_path).expanduser()
-        if not path.is_dir():
-            raise SSLError(f"SSL model directory not found: {path}")
-        if not (path / "config.json").is_file():
-            raise SSLError(f"{path}: not a HuBERT model directory (no config.json); it should hold a "
-                           "save_pretrained() copy, e.g. from `huggingface-cli download <id> --local-dir <dir>`")
-        source, kwargs = str(path), {"local_files_only": True}
-    else:
-        source, kwargs = name_or_path, ({"local_files_only": True} if _offline() else {})
-    bar_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # one bar per rank for a one-second load is noise
-    try:
-        model, info = HubertModel.from_pretrained(source, output_loading_info=True, **kwargs)
-    except Exception as err:  # transformers/safetensors raise many types for bad or absent files
-        if local or not isinstance(err, (OSError, ValueError)):
-            raise SSLError(f"{source}: cannot load the HuBERT model ({type(err).__name__}: {err})") from err
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        how = ("offline mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE) and it is not in the local cache"
-               if _offline() else f"it could not be fetched from the Hugging Face hub ({first_line})")
-        raise SSLError(f"cannot load SSL model {source!r}: no local directory of that name, and {how}. "
-                       "Download it once "
-                       f"(`huggingface-cli download {source} --local-dir pretrained/{source.split('/')[-1]}`) "
-                       "and point --ssl-model at that local directory") from err
-    finally:
-        if bar_was_on:
-            hf_logging.enable_progress_bar()
+    (model, info), source = load_pretrained(
+        lambda src, **kw: HubertModel.from_pretrained(src, output_loading_info=True, **kw),
+        name_or_path, SSL_KIND, SSLError)
     missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith(_OPTIONAL_KEYS))
     if missing:
         raise SSLError(f"{source}: checkpoint does not fit HubertModel; {len(missing)} weight(s) missing "

@@ -2,10 +2,11 @@
 
 ``decode_pieces`` pads consecutive pieces into batches (at most ``batch_size`` pieces and
 ``max_batch_tokens`` padded tokens, which bounds memory) and calls ``SynthesizerTrn.decode``
-with ``code_lengths``; each piece's waveform is cut at ``T_i * samples_per_token``. The prior
-noise of a batch is drawn from a generator seeded ``seed + index of the batch's first
-piece``, so the same tokens, seed and options give the same samples (tts.py and
-s1_infer.py + s2_infer.py rely on this). ``join_pieces`` puts
+with ``code_lengths``; each piece's waveform is cut at ``T_i * samples_per_token``. Piece
+``i`` draws its prior noise from its own generator seeded ``seed + i`` (``s2.noise``) and the
+generator zeroes the padding before every convolution, so a piece gives the same samples
+(up to float rounding) alone, in any batch, with any ``batch_size`` (tts.py and s1_infer.py
++ s2_infer.py rely on this). ``join_pieces`` puts
 ``pause_seconds`` of silence between pieces and divides by the peak only if it exceeds 1.
 Resynthesis (s2_infer.py --resynth) gets its tokens from ``infer.reference.audio_tokens``.
 """
@@ -23,6 +24,7 @@ from common.audio import resample
 from infer.errors import GenerationError, InferenceError
 from infer.loading import LoadedS2
 from infer.tokens_file import TokensFile
+from s2.noise import batch_noise
 
 DEFAULT_NOISE_SCALE = 0.5
 DEFAULT_PAUSE_SECONDS = 0.3
@@ -91,7 +93,7 @@ def decode_pieces(s2: LoadedS2, tokens: Sequence[Tensor], phones: Sequence[Tenso
     """Waveforms (float32 [T_i * samples_per_token] at the S2 rate) of the pieces.
 
     tokens[i]: [T_i] semantic tokens; phones[i]: [L_i] target phoneme ids; ref_spec:
-    [1, F, T_ref] reference spectrogram (None: no style).
+    [1, F, T_ref] reference spectrogram (None: no style). Piece ``i``'s noise seed is ``opts.seed + i``.
     """
     if len(tokens) != len(phones):
         raise InferenceError(f"{len(tokens)} token sequences but {len(phones)} phoneme sequences")
@@ -105,11 +107,12 @@ def decode_pieces(s2: LoadedS2, tokens: Sequence[Tensor], phones: Sequence[Tenso
         start = chunk.start
         codes, code_lengths = _pad(tokens[chunk], device)  # [B, N], [B]
         text, text_lengths = _pad(phones[chunk], device)  # [B, L], [B]
-        spec = None if ref_spec is None else ref_spec.to(device).expand(codes.size(0), -1, -1)  # [B, F, T_ref]
-        gen = torch.Generator(device=device)
-        gen.manual_seed(opts.seed + start)
+        spec = None if ref_spec is None else ref_spec.to(device)  # [1, F, T_ref], shared by the rows
+        fpt = s2.generator.frames_per_token
+        noise = batch_noise([opts.seed + start + b for b in range(codes.size(0))],
+                            (code_lengths * fpt).tolist(), s2.generator.enc_p.out_channels, codes.size(1) * fpt)
         wav = s2.generator.decode(codes, text, text_lengths, spec, noise_scale=opts.noise_scale,
-                                  code_lengths=code_lengths, generator=gen)  # [B, 1, N * spt]
+                                  code_lengths=code_lengths, noise=noise.to(device))  # [B, 1, N * spt]
         wav = wav[:, 0].float().cpu()
         for b, n in enumerate(code_lengths.tolist()):
             piece = wav[b, : n * s2.samples_per_token].numpy()

@@ -88,17 +88,28 @@ class Generator(nn.Module):
                 self.resblocks.append(ResBlock1(ch, rk, rd))
         self.conv_post = nn.Conv1d(ch, 1, 7, padding=3, bias=False)
 
-    def forward(self, x: Tensor, g: Tensor | None = None) -> Tensor:
-        """x: [B, C, T]; g: [B, gin, 1] or None -> [B, 1, T · prod(upsample_rates)]."""
-        x = self.conv_pre(x)
+    def forward(self, x: Tensor, g: Tensor | None = None, x_mask: Tensor | None = None) -> Tensor:
+        """x: [B, C, T]; g: [B, gin, 1] or None -> [B, 1, T · prod(upsample_rates)].
+
+        x_mask: [B, 1, T] or None. With a mask, every convolution sees zeros on the padding
+        (conv biases and the style make padded frames non-zero otherwise, which would leak into
+        the last samples of a shorter row), so each row gives what it gives alone; the output on
+        the padding itself is not zero (the caller masks it).
+        """
+        x = self.conv_pre(x if x_mask is None else x * x_mask)
         if g is not None:
             x = x + self.cond(g)
+        if x_mask is not None:
+            x = x * x_mask
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
+            if x_mask is not None:
+                x_mask = x_mask.repeat_interleave(up.stride[0], dim=2)  # [B, 1, T · rates so far]
+                x = x * x_mask
             x_act = F.leaky_relu(x, LRELU_SLOPE)  # the first activation of every block of this stage
             total = None
             for block in self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]:
-                y = block(x, x_act=x_act)  # a fresh tensor: summed in place (fewer passes over memory)
+                y = block(x, x_mask, x_act=x_act)  # a fresh tensor: summed in place (fewer passes over memory)
                 total = y if total is None else total.add_(y)
             x = total.div_(self.num_kernels)  # the mean of the blocks
         x = F.leaky_relu(x, inplace=True)  # PyTorch default slope 0.01 here (as in VITS), not 0.1

@@ -191,13 +191,19 @@ class SynthesizerTrn(nn.Module):
     @torch.no_grad()
     def decode(self, codes: Tensor, text: Tensor, text_lengths: Tensor, refer_spec: Tensor | None,
                refer_lengths: Tensor | None = None, noise_scale: float = 0.5, code_lengths: Tensor | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+               generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
         """Synthesize from semantic tokens (call ``eval()`` first).
 
         codes: [B, N] tokens; text: [B, L] phoneme ids; text_lengths: [B]; refer_spec: [B, F, T_ref]
-        linear spectrogram of the reference (None = no style); refer_lengths: [B] or None (all
-        frames real); code_lengths: [B] or None (all N real).
+        linear spectrogram of the reference, or [1, F, T_ref] shared by all rows (its style vector
+        is computed once), or None (no style); refer_lengths: [B] or None (all frames real);
+        code_lengths: [B] or None (all N real); noise: [B, inter, N · frames_per_token] standard
+        normal prior noise (e.g. ``s2.noise.batch_noise``), else drawn with ``generator``.
         Returns wav [B, 1, N · frames_per_token · hop], zero after each item's length.
+
+        Rows are independent: padding is zeroed before every convolution of the generator, so a
+        row decoded in a padded batch gives, up to float rounding, the samples it gives alone
+        (with the same ``noise`` row).
         """
         b, n = codes.shape
         device = codes.device
@@ -211,17 +217,21 @@ class SynthesizerTrn(nn.Module):
         ge = None
         if refer_spec is not None:
             if refer_lengths is None:
-                refer_mask = torch.ones(b, 1, refer_spec.size(2), device=refer_spec.device)
+                refer_mask = torch.ones(refer_spec.size(0), 1, refer_spec.size(2), device=refer_spec.device)
             else:
                 refer_mask = frame_mask(refer_lengths, refer_spec.size(2))
-            ge = self.ref_enc(refer_spec * refer_mask, refer_mask)
+            ge = self.ref_enc(refer_spec * refer_mask, refer_mask).expand(b, -1, -1)  # [B, gin, 1]
 
         content = self._to_frames(self.quantizer.decode(codes), n_frames)  # [B, D, T]
         _, m_p, logs_p = self.enc_p(content, y_mask, text, text_mask, ge)
-        noise = torch.randn(m_p.shape, device=device, dtype=m_p.dtype, generator=generator)
-        z_p = (m_p + noise * torch.exp(logs_p) * noise_scale) * y_mask
+        if noise is None:
+            noise = torch.randn(m_p.shape, device=device, dtype=m_p.dtype, generator=generator)
+        elif noise.shape != m_p.shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(m_p.shape)}")
+        z_p = (m_p + noise.to(m_p) * torch.exp(logs_p) * noise_scale) * y_mask
         z = self.flow(z_p, y_mask, g=ge, reverse=True)
-        wav = self.dec(z * y_mask, g=ge)  # [B, 1, T · hop]
+        padded = bool((frame_lengths < n_frames).any())
+        wav = self.dec(z * y_mask, g=ge, x_mask=y_mask if padded else None)  # [B, 1, T · hop]
         sample_mask = frame_mask(frame_lengths * self.hop_length, wav.size(2), wav.dtype)
         return wav * sample_mask
 

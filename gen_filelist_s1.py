@@ -12,7 +12,10 @@ and phonemes; it is then filtered with the config's ``data`` section, in this or
 - ``too many phones``: more than ``max_phones`` phones;
 - ``unknown phone``: a phone not in the symbol table;
 - ``phone rate``: phones per second outside ``[min_phones_per_second, max_phones_per_second]``,
-  with seconds = tokens / token_rate.
+  with seconds = tokens / token_rate;
+- ``no BERT features`` / ``stale BERT features`` (only when the config's ``model.bert_dim > 0``):
+  ``dump/bert/<id>.pt`` is missing or unreadable (run extract_bert_s1.py; its rejections say why),
+  or is not ``[bert_dim, n_phones]`` (rerun extract_bert_s1.py with ``--overwrite``).
 
 Writes ``dump/s1_train.tsv`` and ``dump/s1_val.tsv``: a header ``id<TAB>phones<TAB>tokens``,
 then one row per item sorted by id, ``phones`` = space-separated symbols, ``tokens`` =
@@ -32,6 +35,7 @@ from pathlib import Path
 from common.config import ConfigError, S1Config, S1DataConfig, load_config
 from common.manifest import PHONEMES_NAME, REJECTED_NAME, ManifestError, read_phonemes
 from common.progress import RejectionReport
+from modules.bert import BertError, bert_path, load_bert_features
 from s1.data import (
     S1_TRAIN_LIST,
     S1_VAL_LIST,
@@ -77,9 +81,23 @@ def filter_reason(phones: list[str], n_tokens: int, token_rate: float, data: S1D
     return None
 
 
+def bert_reason(dump: Path, uid: str, bert_dim: int, n_phones: int) -> str | None:
+    """Why the BERT features of ``uid`` cannot be used (``category: detail``), or None."""
+    path = bert_path(dump, uid)
+    try:
+        shape = tuple(load_bert_features(path, mmap=True).shape)
+    except BertError as err:
+        return f"no BERT features: {err} (run extract_bert_s1.py)"
+    if shape != (bert_dim, n_phones):
+        return (f"stale BERT features: {path} has shape {list(shape)}, expected [{bert_dim}, {n_phones}] "
+                "(rerun extract_bert_s1.py --overwrite)")
+    return None
+
+
 def select(semantic: dict[str, list[int]], phonemes: dict[str, list[str]], meta: SemanticMeta,
-           data: S1DataConfig, sources: tuple[Path, Path]) -> Selection:
-    """Join tokens and phonemes by id and apply the filters."""
+           data: S1DataConfig, sources: tuple[Path, Path], bert_dim: int = 0) -> Selection:
+    """Join tokens and phonemes by id and apply the filters (and, if ``bert_dim > 0``, need BERT
+    features in the dump directory holding ``sources``)."""
     sem_path, ph_path = sources
     report = RejectionReport(STAGE)
     rows = []
@@ -91,6 +109,8 @@ def select(semantic: dict[str, list[int]], phonemes: dict[str, list[str]], meta:
             report.add(uid, str(ph_path), f"no tokens: id has phonemes but no row in {sem_path.name}")
             continue
         reason = filter_reason(phonemes[uid], len(semantic[uid]), meta.token_rate, data)
+        if reason is None and bert_dim > 0:
+            reason = bert_reason(ph_path.parent, uid, bert_dim, len(phonemes[uid]))
         if reason:
             report.add(uid, str(sem_path), reason)
         else:
@@ -133,7 +153,7 @@ def main(args: argparse.Namespace) -> None:
     if val_items < 0:
         raise SystemExit(f"{STAGE}: --val-items must be >= 0, got {val_items}")
 
-    sel = select(semantic, phonemes, meta, cfg.data, (dump / SEMANTIC_TSV, dump / PHONEMES_NAME))
+    sel = select(semantic, phonemes, meta, cfg.data, (dump / SEMANTIC_TSV, dump / PHONEMES_NAME), cfg.model.bert_dim)
     sel.report.write(dump / REJECTED_NAME)
     print(f"{STAGE}: {len(semantic)} items with tokens, {len(phonemes)} with phonemes; kept {len(sel.rows)}, "
           f"left out {len(sel.report)} (token rate {meta.token_rate:g}/s from {dump / SEMANTIC_JSON})")

@@ -25,6 +25,7 @@ class ConfigError(ValueError):
     """A config file or value is invalid; the message names the file and the key."""
 
 
+INFERENCE_RULES = ("ours", "gsv1")  # S1 inference rules, see infer/rules.py
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on CUDA if supported, else fp32
 
 
@@ -179,6 +180,7 @@ class S1DataConfig:
     max_phones: int = 540
     min_tokens: int = 2
     val_items: int = 8
+    bert_model: str = "hfl/chinese-roberta-wwm-ext-large"  # masked-LM hub id or local folder (if bert_dim > 0)
 
     def __post_init__(self) -> None:
         _check(self.max_seconds > 0, "data.max_seconds must be > 0")
@@ -247,8 +249,10 @@ class S1InferenceConfig:
     repetition_penalty: float = 1.35
     min_new_tokens: int = 11
     max_tokens_per_phoneme: float = 8.0
+    rules: str = "ours"  # "ours" | "gsv1": the GPT-SoVITS v1 inference rules (infer/rules.py), set for v1 weights
 
     def __post_init__(self) -> None:
+        _check(self.rules in INFERENCE_RULES, f"inference.rules must be one of {INFERENCE_RULES}, got {self.rules!r}")
         _check(0 < self.top_p <= 1, "inference.top_p must be in (0, 1]")
         _check(self.temperature > 0, "inference.temperature must be > 0")
         _check(self.repetition_penalty >= 1, "inference.repetition_penalty must be >= 1")
@@ -260,6 +264,11 @@ class S1Config:
     model: S1ModelConfig = field(default_factory=S1ModelConfig)
     train: S1TrainConfig = field(default_factory=S1TrainConfig)
     inference: S1InferenceConfig = field(default_factory=S1InferenceConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.model.bert_dim == 0 or bool(self.data.bert_model.strip()),
+               f"model.bert_dim is {self.model.bert_dim} but data.bert_model is empty: name the BERT model "
+               "(a hub id such as hfl/chinese-roberta-wwm-ext-large, or a local folder), or set model.bert_dim to 0")
 
 
 # ----------------------------------------------------------------------------- loading

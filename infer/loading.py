@@ -129,9 +129,6 @@ def load_s1(path: str | Path, device: torch.device) -> LoadedS1:
     state = ckpt.models.get("model")
     if state is None:
         raise InferenceError(f"{ckpt.path}: no 'model' weights in this S1 checkpoint")
-    if cfg.model.bert_dim > 0:
-        raise InferenceError(f"{ckpt.path}: this S1 model needs BERT features (model.bert_dim = "
-                             f"{cfg.model.bert_dim}), which this inference code does not compute")
     model = build_model(cfg)
     load_model_state(model, state, ckpt.path)
     model.to(device=device, dtype=torch.float32).eval()

@@ -11,8 +11,10 @@ Files (tab-separated, UTF-8, one header line, rows sorted by id, written atomica
   ``phones`` = space-separated symbols of ``text.symbols``, ``tokens`` as above.
 
 ``S1Dataset`` reads a list file and validates every line (unknown phones, token ids outside
-the codebook, empty rows) with errors naming the file and line. ``collate_s1`` right-pads
-phonemes with 0 and tokens with the EOS id. ``TokenBucketSampler`` groups items of similar
+the codebook, empty rows) with errors naming the file and line; for a model with BERT
+features (``bert_dim > 0``) it also reads ``dump/bert/<id>.pt`` (fp16 ``[bert_dim, L]``,
+extract_bert_s1.py) per item. ``collate_s1`` right-pads phonemes with 0, tokens with the EOS
+id and BERT features with zeros. ``TokenBucketSampler`` groups items of similar
 length into batches bounded by a token budget and gives every DDP rank the same number of
 batches::
 
@@ -38,6 +40,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from common.fileio import atomic_write_text
+from modules.bert import BertError, bert_path, load_bert_features
 from text.symbols import SYMBOL_TO_ID, SYMBOLS_MD5
 
 SEMANTIC_TSV = "semantic.tsv"
@@ -194,6 +197,7 @@ class S1Item:
     id: str
     phones: Tensor  # [L] int64 phone ids
     tokens: Tensor  # [T] int64 semantic tokens (no EOS)
+    bert: Tensor | None = None  # [bert_dim, L] fp16 BERT features, when the model takes them
 
 
 @dataclass
@@ -203,18 +207,26 @@ class S1Batch:
     phone_lens: Tensor  # [B] int64
     tokens: Tensor  # [B, T] int64, right-padded with the EOS id
     token_lens: Tensor  # [B] int64
+    bert: Tensor | None = None  # [B, bert_dim, L] fp16, right-padded with zeros (None: no BERT features)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> S1Batch:
         return S1Batch(self.ids, *(t.to(device, non_blocking=non_blocking)
-                                   for t in (self.phones, self.phone_lens, self.tokens, self.token_lens)))
+                                   for t in (self.phones, self.phone_lens, self.tokens, self.token_lens)),
+                       bert=None if self.bert is None else self.bert.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> S1Batch:
         return S1Batch(self.ids, *(t.pin_memory() for t in (self.phones, self.phone_lens, self.tokens,
-                                                             self.token_lens)))
+                                                             self.token_lens)),
+                       bert=None if self.bert is None else self.bert.pin_memory())
+
+    @property
+    def bert_rows(self) -> Tensor | None:
+        """The BERT features as the model takes them: ``[B, L, bert_dim]`` (or None)."""
+        return None if self.bert is None else self.bert.transpose(1, 2)
 
 
 def collate_s1(items: Sequence[S1Item], eos_id: int) -> S1Batch:
-    """Right-pad phones with 0 and tokens with ``eos_id`` into an ``S1Batch``."""
+    """Right-pad phones with 0, tokens with ``eos_id`` and BERT features (if any) with 0 into an ``S1Batch``."""
     if not items:
         raise ValueError("collate_s1: empty batch")
     b = len(items)
@@ -225,7 +237,12 @@ def collate_s1(items: Sequence[S1Item], eos_id: int) -> S1Batch:
     for i, it in enumerate(items):
         phones[i, : len(it.phones)] = it.phones
         tokens[i, : len(it.tokens)] = it.tokens
-    return S1Batch([it.id for it in items], phones, phone_lens, tokens, token_lens)
+    bert = None
+    if items[0].bert is not None:
+        bert = torch.zeros(b, items[0].bert.shape[0], phones.shape[1], dtype=items[0].bert.dtype)
+        for i, it in enumerate(items):
+            bert[i, :, : it.bert.shape[1]] = it.bert
+    return S1Batch([it.id for it in items], phones, phone_lens, tokens, token_lens, bert)
 
 
 class S1Dataset(Dataset):
@@ -233,10 +250,15 @@ class S1Dataset(Dataset):
 
     ``semantic_meta`` is the ``SemanticMeta`` of the tokens (or the path of semantic.json):
     it gives the codebook size (token ids must be below it) and the EOS padding id.
+    ``bert_dim > 0``: every item also has ``<bert_dump>/bert/<id>.pt`` (``[bert_dim, L]``; a
+    missing file is an error at construction, a wrong shape when the item is read).
     """
 
-    def __init__(self, list_path: str | Path, semantic_meta: SemanticMeta | str | Path):
+    def __init__(self, list_path: str | Path, semantic_meta: SemanticMeta | str | Path, bert_dim: int = 0,
+                 bert_dump: str | Path | None = None):
         self.path = Path(list_path)
+        self.bert_dim = bert_dim
+        self.bert_dump = Path(bert_dump) if bert_dump is not None else self.path.parent
         meta = semantic_meta if isinstance(semantic_meta, SemanticMeta) else load_semantic_meta(semantic_meta)
         check_symbols(meta, self.path)
         self.meta = meta
@@ -269,6 +291,12 @@ class S1Dataset(Dataset):
             token_lens.append(len(tok))
         if not self.ids:
             raise S1DataError(f"{self.path}: no items (rerun gen_filelist_s1.py and check its filter counts)")
+        if bert_dim > 0:
+            missing = [uid for uid in self.ids if not bert_path(self.bert_dump, uid).is_file()]
+            if missing:
+                raise S1DataError(f"{self.path}: {len(missing)} item(s) have no BERT features, e.g. "
+                                  f"{bert_path(self.bert_dump, missing[0])} (run extract_bert_s1.py, then "
+                                  "gen_filelist_s1.py)")
         self.phone_lens = phone_lens
         self.token_lens = token_lens
         self._phones = torch.tensor(phones, dtype=torch.int32)
@@ -282,7 +310,20 @@ class S1Dataset(Dataset):
     def __getitem__(self, index: int) -> S1Item:
         p0, p1 = self._phone_off[index], self._phone_off[index + 1]
         t0, t1 = self._token_off[index], self._token_off[index + 1]
-        return S1Item(self.ids[index], self._phones[p0:p1].long(), self._tokens[t0:t1].long())
+        return S1Item(self.ids[index], self._phones[p0:p1].long(), self._tokens[t0:t1].long(),
+                      self._bert(index, p1 - p0) if self.bert_dim > 0 else None)
+
+    def _bert(self, index: int, n_phones: int) -> Tensor:
+        path = bert_path(self.bert_dump, self.ids[index])
+        try:
+            feats = load_bert_features(path)
+        except BertError as err:
+            raise S1DataError(str(err)) from None
+        if tuple(feats.shape) != (self.bert_dim, n_phones):
+            raise S1DataError(f"{path}: BERT features of shape {list(feats.shape)}, expected [{self.bert_dim}, "
+                              f"{n_phones}] for the phones in {self.path} (rerun extract_bert_s1.py --overwrite, "
+                              "then gen_filelist_s1.py)")
+        return feats
 
     @property
     def lengths(self) -> list[int]:

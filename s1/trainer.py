@@ -170,7 +170,8 @@ def accumulate_step(model: torch.nn.Module, micro: list[S1Batch], world_size: in
         ctx = model.no_sync() if isinstance(model, DDP) and not last else contextlib.nullcontext()
         with ctx:
             with autocast(precision, device):
-                out = model(batch.phones, batch.phone_lens, batch.tokens, batch.token_lens, top_k=top_k)
+                out = model(batch.phones, batch.phone_lens, batch.tokens, batch.token_lens, bert=batch.bert_rows,
+                            top_k=top_k)
             n_i = out.n_tokens.float()
             loss = out.loss * (n_i * world_size / n_total)
             (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -214,10 +215,6 @@ class S1Trainer:
             raise ConfigError(f"{source}: model.codebook_size is {self.cfg.model.codebook_size}, but the tokens in "
                               f"{self.dump} come from an S2 codebook of {self.meta.codebook_size} codes "
                               f"({self.dump / SEMANTIC_JSON}); set model.codebook_size to {self.meta.codebook_size}")
-        if self.cfg.model.bert_dim > 0:
-            raise ConfigError(f"{args.config or self.run_dir / 'config.json'}: model.bert_dim is "
-                              f"{self.cfg.model.bert_dim}, but the S1 lists carry no per-phoneme features to "
-                              "train it with; set model.bert_dim to 0")
         tc = self.cfg.train
         self.device = info.device
         self.precision = resolve_precision(tc.precision, self.device)
@@ -267,11 +264,11 @@ class S1Trainer:
         if path.is_file() and not any(line.strip() for line in path.read_text(encoding="utf-8").splitlines()[1:]):
             self.log.info(f"{path} lists no items: training without validation")
             return None
-        return S1Dataset(path, self.meta)
+        return S1Dataset(path, self.meta, self.cfg.model.bert_dim)
 
     def _loaders(self) -> tuple[DataLoader, TokenBucketSampler, S1Dataset | None]:
         tc = self.cfg.train
-        train_ds = S1Dataset(self.dump / S1_TRAIN_LIST, self.meta)
+        train_ds = S1Dataset(self.dump / S1_TRAIN_LIST, self.meta, self.cfg.model.bert_dim)
         val_ds = self._val_dataset()
         try:
             sampler = TokenBucketSampler(train_ds.lengths, tc.max_batch_tokens, tc.max_batch_size, shuffle=True,
@@ -322,7 +319,7 @@ class S1Trainer:
             items = [val_ds[i] for i in range(start, min(start + VAL_BATCH, len(val_ds)))]
             batch = val_ds.collate(items).to(self.device)
             with autocast(self.precision, self.device):
-                out = self.raw(batch.phones, batch.phone_lens, batch.tokens, batch.token_lens,
+                out = self.raw(batch.phones, batch.phone_lens, batch.tokens, batch.token_lens, bert=batch.bert_rows,
                                top_k=self.cfg.train.top_k_acc)
             n, scored = out.n_tokens.float(), batch.token_lens.sum().float()
             sums += torch.stack([out.loss.float() * n, n, out.acc.float() * scored, out.topk_acc.float() * scored,

@@ -183,11 +183,11 @@ def test_codebook_size_must_match_the_tokens(s1_dump: S1Dump, tmp_path: Path) ->
     assert not list((tmp_path / "run").glob("ckpt_*.pt"))
 
 
-def test_bert_features_are_refused_until_the_data_has_them(s1_dump: S1Dump, tmp_path: Path) -> None:
+def test_bert_model_without_bert_features_in_the_dump_is_refused(s1_dump: S1Dump, tmp_path: Path) -> None:
     config = write_config(tmp_path / "s1.json", base=TINY_S1, model={"bert_dim": 16})
     result = train_s1(s1_dump, tmp_path / "run", 2, config=config, check=False)
     assert result.returncode != 0
-    assert "model.bert_dim is 16" in result.stderr and "set model.bert_dim to 0" in result.stderr
+    assert "have no BERT features" in result.stderr and "run extract_bert_s1.py" in result.stderr
     assert "Traceback" not in result.stderr
 
 

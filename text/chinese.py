@@ -17,8 +17,13 @@ import logging
 from text.errors import TextFrontendError, describe_chars
 from text.pinyin_map import pinyin_to_phones
 from text.result import G2PResult
-from text.tone_sandhi import Word, apply_sandhi, pre_merge
+from text.tone_sandhi import PRONOUNS, Word, apply_sandhi, cross_word_sandhi, pre_merge
 from text.zh_normalize import ZH_PUNCTUATION, is_chinese_char
+from text.zh_polyphones import context_reading, has_rules
+
+# jieba words that glue a localiser to the next verb (桌子|上有|一本书): split so that 上 stays
+# with its noun.
+_SPLIT_WORDS = {"上有": (("上", "f"), ("有", "v")), "里有": (("里", "f"), ("有", "v"))}
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,20 +105,49 @@ def _single_char_reading(pieces: list[tuple[str, str]], i: int) -> str:
     )
 
 
-def _words(run: str) -> list[Word]:
-    """jieba words of a run of Chinese characters, with their pinyin: a word of several
-    characters is read by pypinyin with its phrase dictionary, a single character by
-    ``_single_char_reading``."""
+def _contextual(word: str, pos: str, syllables: tuple[str, ...], sentence: str, start: int) -> Word:
+    """The word with the readings of ``text.zh_polyphones`` rules that match in ``sentence``
+    (``word`` starts at ``sentence[start]``), marked as fixed."""
+    out = list(syllables)
+    fixed = [False] * len(word)
+    for i, ch in enumerate(word):
+        reading = context_reading(sentence, start + i, alone=len(word) == 1) if has_rules(ch) else None
+        if reading:
+            out[i], fixed[i] = reading, True
+    return Word(word, pos, tuple(out), fixed=tuple(fixed) if any(fixed) else ())
+
+
+def _fix_segmentation(pieces: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Words of ``_SPLIT_WORDS`` split; reduplicated words jieba tags as particles (等等 "etc.")
+    are verbs before a pronoun object or after 再/请/稍/你 (你再等等, 等等我)."""
+    pieces = [p for piece in pieces for p in _SPLIT_WORDS.get(piece[0], (piece,))]
+    out = list(pieces)
+    for i, (word, pos) in enumerate(pieces):
+        if len(word) == 2 and word[0] == word[1] and not pos.startswith(("n", "v", "a")):
+            nxt = pieces[i + 1][0] if i + 1 < len(pieces) else ""
+            prev = pieces[i - 1][0] if i > 0 else ""
+            if nxt[:1] in PRONOUNS or prev[-1:] in "再请稍你":
+                out[i] = (word, "v")
+    return out
+
+
+def _words(run: str, sentence: str, start: int) -> list[Word]:
+    """jieba words of a run of Chinese characters (``sentence[start:start + len(run)]``), with
+    their pinyin: a word of several characters is read by pypinyin with its phrase dictionary, a
+    single character by ``_single_char_reading``; then the context rules of ``text.zh_polyphones``."""
     import jieba.posseg
 
     _jieba()
-    pieces = [(piece.word, piece.flag) for piece in jieba.posseg.cut(run)]
+    pieces = _fix_segmentation([(piece.word, piece.flag) for piece in jieba.posseg.cut(run)])
     if "".join(word for word, _ in pieces) != run:
         raise TextFrontendError(f"jieba segmentation of {run!r} does not cover the text")
-    return [
-        Word(word, pos, (_single_char_reading(pieces, i),) if len(word) == 1 else _pinyin(word))
-        for i, (word, pos) in enumerate(pieces)
-    ]
+    words = []
+    offset = start
+    for i, (word, pos) in enumerate(pieces):
+        syllables = (_single_char_reading(pieces, i),) if len(word) == 1 else _pinyin(word)
+        words.append(_contextual(word, pos, syllables, sentence, offset))
+        offset += len(word)
+    return words
 
 
 def _runs(text: str) -> list[str]:
@@ -133,12 +167,16 @@ def _runs(text: str) -> list[str]:
 def syllables_of(norm_text: str) -> list[str]:
     """Toned syllables after tone sandhi, one per Chinese character; punctuation kept as itself."""
     out: list[str] = []
+    start = 0
     for run in _runs(norm_text):
         if run in ZH_PUNCTUATION:
             out.append(run)
-            continue
-        for word in pre_merge(_words(run)):
-            out.extend(apply_sandhi(word, _split3, _base_tone))
+        else:
+            run_syllables = []
+            for word in pre_merge(_words(run, norm_text, start)):
+                run_syllables += apply_sandhi(word, _split3, _base_tone)
+            out += cross_word_sandhi(run_syllables)
+        start += len(run)
     return out
 
 

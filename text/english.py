@@ -55,6 +55,13 @@ _CHAR_MAP = {
     "&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "%": " percent ", "\n": ". ",
 }
 
+# Words said as words that CMUdict lacks (tests, brands, coinages); checked before CMUdict.
+EXTRA_WORDS = {
+    "toefl": "T OW1 F AH0 L", "ielts": "AY1 EH0 L T S", "covid": "K OW1 V IH0 D", "tiktok": "T IH1 K T AA2 K",
+    "wechat": "W IY1 CH AE2 T", "jpeg": "JH EY1 P EH2 G", "gif": "G IH1 F", "emoji": "IH0 M OW1 JH IY0",
+    "vlog": "V L AO1 G", "unix": "Y UW1 N IH0 K S", "wifi": "W AY1 F AY2",
+}
+
 LETTER_PHONES = {
     "a": "EY1", "b": "B IY1", "c": "S IY1", "d": "D IY1", "e": "IY1", "f": "EH1 F", "g": "JH IY1",
     "h": "EY1 CH", "i": "AY1", "j": "JH EY1", "k": "K EY1", "l": "EH1 L", "m": "EH1 M", "n": "EH1 N",
@@ -111,11 +118,27 @@ def normalize_en(text: str) -> str:
     if unknown:
         raise TextFrontendError(f"no English reading for {describe_chars(unknown)} in {text!r}")
     text = "".join(out)
-    text = re.sub(r"(?<=[A-Za-z])-(?=[A-Za-z])", " ", text)        # well-known → well known
+    text = join_hyphenated(text)                                     # Wi-Fi → WiFi, well-known → well known
     text = re.sub(r"(?<![A-Za-z])'|'(?![A-Za-z])", " ", text)       # quotes, not apostrophes
     text = re.sub(r"\s*([!?…,.\-])\s*", r"\1 ", text)
     text = re.sub(r"([!?…,.\-])(?: ?\1)+", r"\1", text)
     return re.sub(r"\s+", " ", text).strip()
+
+
+def join_hyphenated(text: str) -> str:
+    """``a-b`` between letters: one word when the joined word is known and a part is not
+    (``Wi-Fi → WiFi``, ``e-mail → email``), else two words (``well-known → well known``)."""
+    d = cmu_dictionary()
+
+    def join(m: re.Match) -> str:
+        a, b = m.group(1), m.group(2)
+        joined = (a + b).lower()
+        known = joined in d or joined in EXTRA_WORDS
+        if known and (a.lower() not in d or b.lower() not in d):
+            return a + b
+        return a + " " + b
+
+    return re.sub(r"(?<![A-Za-z])([A-Za-z]+)-([A-Za-z]+)(?![A-Za-z])", join, text)
 
 
 def tokens_of(norm_text: str) -> list[str]:
@@ -191,6 +214,8 @@ def word_to_phones(word: str, shouting: bool = False, letter_names: bool = False
     lower = word.lower()
     if letter_names and len(word) == 1:
         return spell(word)
+    if lower in EXTRA_WORDS:
+        return EXTRA_WORDS[lower].split()
     acronym = word.isupper() and 2 <= len(word) <= 3 and not shouting
     prons = d.get(lower)
     if prons and not acronym:

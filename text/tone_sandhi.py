@@ -29,6 +29,7 @@ from pathlib import Path
 NEUTRAL_WORDS_FILE = Path(__file__).with_name("zh_neutral_words.txt")
 
 NUMERAL_DIGITS = set("零一二三四五六七八九十幺两")
+PRONOUNS = set("我你他她它")
 _DIGIT_CHARS = set("零一二三四五六七八九十幺")  # 一 next to these is part of a number
 _FINAL_PARTICLES = set("吧呢哈啊呐噻嘛吖嗨哦哒额滴哩哟喽啰耶喔诶吗呗")
 _NOT_NEUTRAL = {
@@ -40,12 +41,16 @@ _NOT_NEUTRAL = {
 }
 # words ending in a full-syllable 儿 (not the erhua suffix)
 _FULL_ER = {
-    "女儿", "婴儿", "孤儿", "幼儿", "健儿", "宠儿", "胎儿", "男儿", "少儿", "患儿", "孩儿", "弃儿",
+    "女儿", "婴儿", "孤儿", "幼儿", "健儿", "宠儿", "胎儿", "男儿", "少儿", "患儿", "弃儿",
     "新生儿", "混血儿", "育婴儿", "儿儿",
 }
 _LOCALISER_POS = {"s", "l", "f"}
 _DIRECTIONAL_VERBS = set("上下进出回过起开")
 _GE_BEFORE = set("几有两半多各整每做是这那哪") | NUMERAL_DIGITS
+_ORDINAL_BEFORE_YI = set("第周期拜初")
+_DEGREE_ADVERBS = {"很", "挺", "好"}
+_CJK_START = frozenset(chr(c) for c in range(0x4E00, 0xA000))
+_FULL_GE = {"整个", "各个", "个个"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,12 @@ class Word:
     text: str
     pos: str
     syllables: tuple[str, ...]  # one toned pinyin syllable per character, e.g. ("ni3", "hao3")
+    tight: bool = False  # a prosodic word built by pre_merge (给我, 很好): never regrouped
+    split: int = 0  # length of the first part of a tight word (its internal boundary), else 0
+    fixed: tuple[bool, ...] = ()  # per syllable: reading set by a context rule, kept by 不/一/neutral rules
+
+    def is_fixed(self, i: int) -> bool:
+        return bool(self.fixed) and self.fixed[i]
 
 
 def tone(syllable: str) -> str:
@@ -71,8 +82,13 @@ def neutral_words() -> frozenset[str]:
 
 # ---------------------------------------------------------------- pre-merge (step 4)
 
-def _join(a: Word, b: Word, pos: str | None = None) -> Word:
-    return Word(a.text + b.text, pos or b.pos, a.syllables + b.syllables)
+def _fixed(w: Word) -> tuple[bool, ...]:
+    return w.fixed or (False,) * len(w.text)
+
+
+def _join(a: Word, b: Word, pos: str | None = None, tight: bool = False) -> Word:
+    return Word(a.text + b.text, pos or b.pos, a.syllables + b.syllables, tight, len(a.text) if tight else 0,
+                _fixed(a) + _fixed(b))
 
 
 def _all_third(word: Word) -> bool:
@@ -84,11 +100,15 @@ def _is_reduplication(text: str) -> bool:
 
 
 def pre_merge(words: list[Word]) -> list[Word]:
-    """Merge jieba words so that sandhi sees 不/一 with their neighbours, reduplications,
-    third-tone groups of at most three syllables, and 儿 with its stem."""
+    """Merge jieba words into prosodic words so that sandhi sees 不/一 with their neighbours
+    (一 after 周/星期/第 joins the word before it), reduplications, a one-syllable pronoun object
+    with its one-syllable verb or preposition (给我, 请你), third-tone groups of at most three
+    syllables (never splitting those units), and 儿 with its stem."""
     merged: list[Word] = []
-    for w in words:  # 不 + next word; dangling 一 + next word
-        if merged and merged[-1].text in ("不", "一"):
+    for w in words:  # 不 + next word; dangling 一 + next word (周一, 第一 stay with the word before)
+        if w.text == "一" and merged and merged[-1].text[-1] in _ORDINAL_BEFORE_YI:
+            merged[-1] = _join(merged[-1], w, merged[-1].pos)
+        elif merged and merged[-1].text in ("不", "一"):
             merged[-1] = _join(merged[-1], w)
         else:
             merged.append(w)
@@ -101,6 +121,20 @@ def pre_merge(words: list[Word]) -> list[Word]:
             out[-1] = _join(out[-1], w, w.pos)
         elif out and out[-1].text == w.text and len(w.text) == 1:  # identical neighbours: 看 看
             out[-1] = _join(out[-1], w)
+        elif (
+            out and w.text in PRONOUNS and len(out[-1].text) == 1 and out[-1].pos[:1] in ("v", "p")
+            and out[-1].text not in PRONOUNS
+        ):  # verb/preposition + pronoun object: 给我, 请你
+            out[-1] = _join(out[-1], w, out[-1].pos, tight=True)
+        elif out and w.text in ("上", "里") and w.pos == "f" and out[-1].pos[:1] in ("n", "r", "s"):
+            out[-1] = _join(out[-1], w, "f")  # localiser after a noun: 桌子上, 公园里
+        elif out and out[-1].text in _DEGREE_ADVERBS and w.text[0] in _CJK_START:  # 很好, 挺冷
+            out[-1] = _join(out[-1], w, w.pos, tight=True)
+        elif (
+            out and len(out[-1].text) >= 2 and out[-1].text[-1] == "点" and out[-1].text[-2] in NUMERAL_DIGITS
+            and w.text[0] in NUMERAL_DIGITS
+        ):  # 点 + digits of a decimal: 三点五
+            out[-1] = _join(out[-1], w, out[-1].pos)
         else:
             out.append(w)
 
@@ -111,7 +145,7 @@ def pre_merge(words: list[Word]) -> list[Word]:
             if (
                 prev is not None
                 and len(prev.text) + len(w.text) <= 3
-                and not _is_reduplication(prev.text)
+                and not (prev.tight or w.tight or _is_reduplication(prev.text) or _is_reduplication(w.text))
                 and (
                     tone(prev.syllables[-1]) == "3" and tone(w.syllables[0]) == "3"
                     if boundary_only else _all_third(prev) and _all_third(w)
@@ -151,7 +185,10 @@ def _yi_sandhi(text: str, tones: list[str], base_tone: Callable[[str], str]) -> 
         nxt = text[i + 1] if i + 1 < len(text) else ""
         if len(text) == 3 and i == 1 and text[0] == text[2]:
             tones[i] = "5"
-        elif not nxt or (prev and prev in "第点" + "".join(_DIGIT_CHARS)) or nxt in _DIGIT_CHARS or nxt in "月号":
+        elif (
+            not nxt or (prev and prev in "点" + "".join(_DIGIT_CHARS | _ORDINAL_BEFORE_YI))
+            or nxt in _DIGIT_CHARS or nxt in "月号日" or (nxt == "点" and text[i + 2:i + 3] in _DIGIT_CHARS)
+        ):
             tones[i] = "1"
         else:
             next_tone = tones[i + 1] if tones[i + 1] != "5" else base_tone(nxt)
@@ -169,7 +206,9 @@ def _neutral_sandhi(
                 tones[i] = base_tone(ch)
         return
     stem = text[:2] if len(text) == 2 or (len(text) == 3 and text[2] in "们儿") else ""
-    if _is_reduplication(stem) and pos[:1] in ("n", "v", "a"):
+    if _is_reduplication(stem) and pos[:1] in ("n", "v", "a") and stem[0] not in NUMERAL_DIGITS:
+        if pos[:1] == "v" and tones[0] == "3":
+            tones[0] = "2"  # 想想, 等等: a third-tone verb doubled reads 2 + 5
         tones[1] = "5"  # 妈妈, 看看, 姐姐们
     if len(text) > 1 and text[-1] in _FINAL_PARTICLES:
         tones[last] = "5"
@@ -179,7 +218,7 @@ def _neutral_sandhi(
         tones[last] = "5"
     elif len(text) == 3 and text[1] == "得" and text[0] != "不" and syllables[1].startswith("de"):
         tones[1] = "5"  # 跑得快, 来得及
-    if len(text) > 1 and text[-1] == "儿" and text not in _FULL_ER:
+    if len(text) > 1 and text[-1] == "儿" and text not in _FULL_ER and text[-2:] not in _FULL_ER:
         tones[last] = "5"  # erhua suffix: 哪儿, 一点儿, 小孩儿
     if text in ("了", "着", "过") and pos in ("ul", "uz", "ug"):
         tones[last] = "5"
@@ -189,14 +228,17 @@ def _neutral_sandhi(
         tones[last] = "5"
     if len(text) > 1 and text[-1] in "来去" and text[-2] in _DIRECTIONAL_VERBS:
         tones[last] = "5"
-    for i, ch in enumerate(text):
-        if ch == "个" and i > 0 and text[i - 1] in _GE_BEFORE:
+    for i, ch in enumerate(text):  # measure word 个: 一个, 这个, 多少个 (not 个人, 整个)
+        if ch == "个" and text not in _FULL_GE and (i == last or (i > 0 and text[i - 1] in _GE_BEFORE)):
             tones[i] = "5"
     lexicon = neutral_words()
     if text in lexicon or text[-2:] in lexicon:
         tones[last] = "5"
     elif len(text) > 2 and text[-1] in "们儿" and text[-3:-1] in lexicon:
         tones[last - 1] = "5"
+    for i in range(len(text) - 1):  # 电子邮件, 阿尔法粒子: a full-tone word inside a longer one
+        if text[i:i + 2] in _NOT_NEUTRAL and tones[i + 1] == "5":
+            tones[i + 1] = base_tone(text[i + 1])
 
 
 def _third_sandhi(tones: list[str], text: str, split3: Callable[[str], int]) -> list[str]:
@@ -229,10 +271,26 @@ def apply_sandhi(
     undo pypinyin's neutral tone in words that keep full tones).
     """
     syllables = list(word.syllables)
+    text = word.text
+    if len(text) == 3 and text[1] == "一" and text[0] == text[2]:
+        syllables[2] = syllables[0]  # V一V: both verbs read alike (数一数)
     tones = [tone(s) for s in syllables]
-    _bu_sandhi(word.text, tones)
-    _yi_sandhi(word.text, tones, base_tone)
+    _bu_sandhi(text, tones)
+    _yi_sandhi(text, tones, base_tone)
     _neutral_sandhi(word, tones, syllables, base_tone)
-    tones = _third_sandhi(tones, word.text, split3)
+    for i, s in enumerate(word.syllables):
+        if word.is_fixed(i):
+            syllables[i], tones[i] = s, tone(s)
+    tones = _third_sandhi(tones, text, (lambda _: word.split) if word.split and len(text) == 3 else split3)
     return [with_tone(s, t) for s, t in zip(syllables, tones)]
 
+
+
+def cross_word_sandhi(syllables: list[str]) -> list[str]:
+    """Third tone before third tone across prosodic-word boundaries (one clause): the first → 2,
+    left to right (老虎|跑了 → lao2 hu2 pao3 le5)."""
+    out = list(syllables)
+    for i in range(len(out) - 1):
+        if tone(out[i]) == "3" and tone(out[i + 1]) == "3":
+            out[i] = with_tone(out[i], "2")
+    return out

@@ -37,13 +37,14 @@ def _group_to_chinese(group: int) -> str:
         if pending_zero:
             out.append("零")
             pending_zero = False
-        out.append(DIGITS[d] + _SMALL_UNITS[power])
+        out.append(("两" if d == 2 and power == 3 else DIGITS[d]) + _SMALL_UNITS[power])
     return "".join(out)
 
 
 def int_to_chinese(digits: str) -> str:
     """Read an integer given as ASCII digits: ``"0"→零``, ``"15"→十五``, ``"110"→一百一十``,
-    ``"100000001"→一亿零一``. Leading zeros (``"007"``) or more than 16 digits: digit by digit."""
+    ``"100000001"→一亿零一``, 2 before 千/万/亿 as 两 (``"12000"→一万两千``). Leading zeros
+    (``"007"``) or more than 16 digits: digit by digit."""
     _check_digits(digits)
     if len(digits) > 1 and digits[0] == "0" or len(digits) > MAX_INTEGER_DIGITS:
         return digits_to_chinese(digits)
@@ -63,7 +64,7 @@ def int_to_chinese(digits: str) -> str:
             continue
         if out and (need_zero or group < 1000):
             out.append("零")
-        out.append(_group_to_chinese(group) + _GROUP_UNITS[index])
+        out.append(("两" if group == 2 and index else _group_to_chinese(group)) + _GROUP_UNITS[index])
         need_zero = False
     text = "".join(out)
     if text.startswith("一十"):  # 10–19 (also 十万, 十五亿): the leading 一 is not read

@@ -73,6 +73,7 @@ class Job:
     text: str
     lang: str
     phones: list[str]  # from phonemes.tsv
+    source: str  # the original audio file (for the rejection report)
 
 
 def is_done(path: Path, bert_dim: int, n_phones: int) -> bool:
@@ -117,7 +118,7 @@ def process_chunk(bert: LoadedBert, dump: Path, jobs: list[Job], counts: Counter
             save_bert_features(bert_path(dump, job.id), feats[i] if feats is not None else bert_features(bert, result))
         except BertError as err:
             counts["rejected"] += 1
-            report.add(job.id, job.text, f"bert: {err}")
+            report.add(job.id, job.source, f"bert: {err}")
             continue
         counts["processed"] += 1
 
@@ -157,7 +158,7 @@ def _extract_shard(args: argparse.Namespace, info: DistInfo, cfg: S1Config) -> t
         elif not args.overwrite and is_done(bert_path(dump, entry.id), bert_dim, len(entry.phones)):
             counts["skipped"] += 1
         else:
-            todo.append(Job(entry.id, utt.text, utt.lang, entry.phones))
+            todo.append(Job(entry.id, utt.text, utt.lang, entry.phones, utt.source))
         if len(todo) == CHUNK or (todo and n == len(mine)):
             process_chunk(bert, dump, todo, counts, report, stale)
             todo = []

@@ -231,6 +231,18 @@ def test_stage_checks_phones_and_rejects_misaligned_texts(tmp_path: Path, bert_d
     assert "do not line up with the BERT tokenizer" in rejected and "'今天天气很好.'" in rejected
 
 
+def test_stage_setup_errors_are_one_line(tmp_path: Path, bert_dir: Path, bert_config: Path) -> None:
+    dump = tmp_path / "dump"
+    make_dump(dump)
+    parse = extract_bert_s1.build_parser().parse_args
+    with pytest.raises(SystemExit, match="^bert: BERT model directory not found"):
+        extract_bert_s1.main(parse(stage_args(dump, tmp_path / "absent", bert_config)))
+    wide = write_config(tmp_path / "wide.json", base=TINY_S1, model={"bert_dim": 1024})
+    with pytest.raises(SystemExit, match="hidden size 32, but .*model.bert_dim = 1024"):
+        extract_bert_s1.main(parse(stage_args(dump, bert_dir, wide)))
+    assert not (dump / "bert").exists()
+
+
 def test_stage_without_bert_dim_does_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     extract_bert_s1.main(extract_bert_s1.build_parser().parse_args(["--dump", str(tmp_path), "--config",
                                                                      str(TINY_S1)]))

@@ -81,10 +81,11 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
-def load_audio(path: str | Path, target_sr: int) -> np.ndarray:
+def load_audio(path: str | Path, target_sr: int, clip: bool = True) -> np.ndarray:
     """Read ``path`` as mono float32 [T] in [-1, 1] at ``target_sr`` Hz.
 
-    Channels are averaged; the file is opened read-only. Raises ``AudioError`` for a
+    Channels are averaged; the file is opened read-only. ``clip=False`` leaves resampling
+    overshoot beyond [-1, 1] as it is (as ``librosa.load`` does). Raises ``AudioError`` for a
     missing, zero-byte, unreadable, truncated or empty file, or non-finite samples.
     """
     path = Path(path)
@@ -105,7 +106,7 @@ def load_audio(path: str | Path, target_sr: int) -> np.ndarray:
         raise AudioError(path, "unreadable: non-finite samples (NaN or inf)")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]  # [T]
     mono = resample(np.ascontiguousarray(mono, dtype=np.float32), sr, target_sr)
-    return np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
+    return np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False) if clip else mono
 
 
 def save_wav(path: str | Path, audio: np.ndarray, sr: int) -> None:

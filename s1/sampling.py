@@ -22,6 +22,10 @@ Presets (``PRESETS``):
 - ``default``: top_k 15, top_p 1.0, temperature 1.0, penalty 1.35 — GPT-SoVITS API defaults.
 - ``expressive``: top_k 50, top_p 0.95, temperature 1.05, penalty 1.35 — livelier prosody,
   higher risk of artefacts; generate several seeds and pick.
+- ``gsv1``: top_k 10, top_p 1.0, temperature 1.0, penalty 1.35 — the GPT-SoVITS v1 WebUI
+  defaults (its top_k/top_p/temperature sliders; the penalty is fixed in v1's ``infer_panel``;
+  ``get_tts_wav``'s own keyword defaults 20/0.6/0.6 are overridden by the sliders). Used by
+  the ``gsv1`` inference rules (``infer/rules.py``) unless another preset is chosen.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ PRESETS: dict[str, SamplingParams] = {
     "stable": SamplingParams(top_k=5, top_p=1.0, temperature=0.8),
     "default": SamplingParams(top_k=15, top_p=1.0, temperature=1.0),
     "expressive": SamplingParams(top_k=50, top_p=0.95, temperature=1.05),
+    "gsv1": SamplingParams(top_k=10, top_p=1.0, temperature=1.0, repetition_penalty=1.35),
 }
 
 Generators = torch.Generator | list[torch.Generator] | None

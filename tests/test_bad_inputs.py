@@ -25,9 +25,13 @@ Rows already covered elsewhere are listed in comments, not repeated:
   other than the one behind semantic.tsv; an untrained codebook
   (tests/test_extract_vq_s1.py::test_rejections_resume_and_checkpoint_mismatch)
 - gen_filelist_s1.py: unknown phone, too few tokens, too long, too many phones, phone rate; another
-  symbol table in semantic.json; model.codebook_size mismatch (tests/test_gen_filelist_s1.py)
+  symbol table in semantic.json; model.codebook_size mismatch (tests/test_gen_filelist_s1.py); missing
+  BERT features (tests/test_bert_pipeline.py::test_lists_leave_out_items_without_bert_features)
+- extract_bert_s1.py: BERT model missing, its width differs from model.bert_dim
+  (tests/test_bert.py::test_stage_setup_errors_are_one_line); phonemes.tsv out of date, texts that do not
+  line up with the tokenizer (::test_stage_checks_phones_and_rejects_misaligned_texts)
 - train_s1.py / train_s2.py: --resume without a checkpoint, a fresh run into a used run directory,
-  codebook size of the config vs the tokens, a frozen untrained codebook (tests/test_train_s1.py,
+  codebook size of the config vs the tokens, BERT features missing, a frozen untrained codebook (tests/test_train_s1.py,
   tests/test_train_s2.py); checkpoint files: wrong stage, other symbol table, truncated, shape
   mismatch (tests/test_checkpoint.py::test_readable_errors)
 - inference inputs (empty / punctuation-only text, references, missing checkpoints): the inference tests.

@@ -31,7 +31,7 @@ GOLDEN = [
     # out-of-vocabulary words: acronyms spelled, compounds split into known words
     ("The GPU is fast", "DH AH0 JH IY1 P IY1 Y UW1 IH1 Z F AE1 S T"),
     ("The chatbot is new.", "DH AH0 CH AE1 T B AO1 T IH1 Z N UW1 ."),
-    ("I use AI daily", "AY1 Y UW1 S EY1 AY1 D EY1 L IY0"),
+    ("I use AI daily", "AY1 Y UW1 Z EY1 AY1 D EY1 L IY0"),  # the verb use (homograph rule)
 ]
 
 
@@ -77,6 +77,42 @@ def test_normalize_numbers_money_time_commas():
     assert normalize_numbers("$3.50") == "three dollars, fifty cents"
     assert normalize_numbers("at 7:00 and 3:05") == "at seven o'clock and three oh five"
     assert normalize_numbers("1,000,000 people") == "one million people"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("1,250 students", "one thousand two hundred fifty students"), ("in 1999", "in nineteen ninety nine"),
+     ("the 1990s", "the nineteen nineties"), ("$1.5 million", "one point five million dollars"),
+     ("£2.05", "two pounds, five pence"), ("call 555-1234", "call five five five, one two three four"),
+     ("at 7:30 pm", "at seven thirty PM"), ("3/4", "three quarters"), ("pages 10-20", "pages ten to twenty"),
+     ("5 km", "five kilometers"), ("1 kg", "one kilogram"), ("30 °C", "thirty degrees Celsius"),
+     ("on May 5", "on May fifth"), ("#1", "number one"), ("4G", "fourG")],
+)
+def test_normalize_numbers_in_context(text, expected):
+    assert normalize_numbers(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("Dr. Smith", "doctor Smith"), ("St. Louis", "Saint Louis"), ("Baker St. now", "Baker Street now"),
+     ("the U.S. today", "the US today"), ("No. 5", "number five"), ("pens, etc.", "pens, et cetera.")],
+)
+def test_abbreviations(text, expected):
+    assert normalize_en(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, word, phones",
+    [("I will record it", "record", "R IH0 K AO1 R D"), ("the record", "record", "R EH1 K ER0 D"),
+     ("I read it yesterday", "read", "R EH1 D"), ("I like to read", "read", "R IY1 D"),
+     ("live music", "live", "L AY1 V"), ("we live here", "live", "L IH1 V"), ("close the door", "close", "K L OW1 Z"),
+     ("it is close", "close", "K L OW1 S"), ("of no use", "use", "Y UW1 S")],
+)
+def test_homographs_follow_part_of_speech(text, word, phones):
+    from text.en_homographs import homograph_phones
+
+    words = text.lower().split()
+    assert " ".join(homograph_phones(words, words.index(word))) == phones
 
 
 def test_normalize_punctuation_and_decoration():

@@ -55,13 +55,13 @@ def check(rows: list[list[str]], lang: str) -> list[str]:
     return failures
 
 
-@pytest.mark.parametrize("name, lang", [("golden_zh.tsv", "zh")])
+@pytest.mark.parametrize("name, lang", [("golden_zh.tsv", "zh"), ("golden_en.tsv", "en")])
 def test_golden_set(name, lang):
     failures = check(load(name), lang)
     assert not failures, f"{len(failures)} sentences read wrong:\n" + "\n".join(failures)
 
 
-@pytest.mark.parametrize("name, minimum", [("golden_zh.tsv", 300)])
+@pytest.mark.parametrize("name, minimum", [("golden_zh.tsv", 300), ("golden_en.tsv", 80)])
 def test_golden_set_is_complete_and_marks_v1_differences(name, minimum):
     rows = load(name)
     assert len(rows) >= minimum

@@ -85,14 +85,23 @@ def decimal_to_words(number: str) -> str:
     return int_to_words(int(integer or "0")) + " point " + digits_to_words(fraction)
 
 
+_CENTS_PLURAL = {"cent": "cents", "penny": "pence"}
+
+
 def _money(m: re.Match, unit: str, cents_unit: str) -> str:
     whole, _, cents = m.group(1).partition(".")
+    scale = m.group(2) if m.lastindex and m.lastindex >= 2 else None
+    if scale:  # $1.5 million → one point five million dollars
+        return f"{_number(m.group(1))} {_SCALE_WORDS[scale.lower()]} {unit}s"
     amount = int(whole)
     out = f"{int_to_words(amount)} {unit}{'' if amount == 1 else 's'}"
     if cents and int(cents):
         c = int(cents.ljust(2, "0")[:2])
-        out += f", {int_to_words(c)} {cents_unit}" + ("" if c == 1 else "s")
+        out += f", {int_to_words(c)} " + (cents_unit if c == 1 else _CENTS_PLURAL[cents_unit])
     return out
+
+
+_COUNTED = re.compile(r"\s+[A-Za-z]+s\b")
 
 
 def _integer(m: re.Match) -> str:
@@ -100,7 +109,7 @@ def _integer(m: re.Match) -> str:
     n = int(text)
     if len(text) > 1 and text.startswith("0"):
         return digits_to_words(text)
-    if 1000 < n < 3000 and len(text) == 4:
+    if 1000 < n < 3000 and len(text) == 4 and not _COUNTED.match(m.string, m.end()):  # a year, not 1250 students
         return year_to_words(n)
     return int_to_words(n)
 
@@ -112,14 +121,75 @@ def _time(m: re.Match) -> str:
     return int_to_words(hour) + " " + ("oh " + _ONES[minute] if minute < 10 else int_to_words(minute))
 
 
+_SCALE_WORDS = {"k": "thousand", "thousand": "thousand", "m": "million", "million": "million", "bn": "billion",
+                "b": "billion", "billion": "billion", "trillion": "trillion"}
+_MONEY = r"\s?(\d+(?:\.\d+)?)(?:\s?(thousand|million|billion|trillion|bn|[kmb])\b)?"
+# unit → (singular, plural)
+_UNITS = {
+    "km/h": ("kilometer per hour", "kilometers per hour"), "mph": ("mile per hour", "miles per hour"),
+    "km": ("kilometer", "kilometers"), "cm": ("centimeter", "centimeters"), "mm": ("millimeter", "millimeters"),
+    "m": ("meter", "meters"), "kg": ("kilogram", "kilograms"), "mg": ("milligram", "milligrams"),
+    "g": ("gram", "grams"), "ml": ("milliliter", "milliliters"), "lb": ("pound", "pounds"),
+    "lbs": ("pound", "pounds"), "oz": ("ounce", "ounces"), "ft": ("foot", "feet"), "mi": ("mile", "miles"),
+    "kb": ("kilobyte", "kilobytes"), "mb": ("megabyte", "megabytes"), "gb": ("gigabyte", "gigabytes"),
+    "tb": ("terabyte", "terabytes"), "°c": ("degree Celsius", "degrees Celsius"),
+    "°f": ("degree Fahrenheit", "degrees Fahrenheit"), "°": ("degree", "degrees"),
+}
+_FRACTIONS = {2: ("half", "halves"), 4: ("quarter", "quarters")}
+
+
+def _unit(m: re.Match) -> str:
+    number = m.group(1)
+    singular, plural = _UNITS[m.group(2).lower()]
+    return f"{_number(number)} {singular if number == '1' else plural}"
+
+
+def _fraction(m: re.Match) -> str:
+    num, den = int(m.group(1)), int(m.group(2))
+    if den in _FRACTIONS:
+        name = _FRACTIONS[den][num != 1]
+    else:
+        name = ordinal_to_words(den) + ("" if num == 1 else "s")
+    return f"{int_to_words(num)} {name}"
+
+
+def _plural_year(m: re.Match) -> str:
+    words = year_to_words(int(m.group(1))).split()
+    last = words[-1]
+    words[-1] = last[:-1] + "ies" if last.endswith("y") else last + "s"
+    return " ".join(words)
+
+
+def _clock(m: re.Match) -> str:
+    hour, minute, half = m.group(1), m.group(2), m.group(3).upper()
+    spoken = int_to_words(int(hour)) if minute in (None, "00") else _time(m)
+    return f"{spoken} {half}M"
+
+
 _RULES: list[tuple[re.Pattern, object]] = [
+    (re.compile(r"(?<![\d$£€.,])\d{1,3}(?:,\d{3})+(?![\d,]|\.\d)"),                      # 1,250: a cardinal
+     lambda m: int_to_words(int(m.group(0).replace(",", "")))),
     (re.compile(r"(?<=\d),(?=\d{3}(?!\d))"), ""),
-    (re.compile(r"\$\s?(\d+(?:\.\d+)?)"), lambda m: _money(m, "dollar", "cent")),
-    (re.compile(r"£\s?(\d+(?:\.\d+)?)"), lambda m: _money(m, "pound", "penny")),
-    (re.compile(r"€\s?(\d+(?:\.\d+)?)"), lambda m: _money(m, "euro", "cent")),
+    (re.compile(r"\$" + _MONEY, re.IGNORECASE), lambda m: _money(m, "dollar", "cent")),
+    (re.compile(r"£" + _MONEY, re.IGNORECASE), lambda m: _money(m, "pound", "penny")),
+    (re.compile(r"€" + _MONEY, re.IGNORECASE), lambda m: _money(m, "euro", "cent")),
+    (re.compile(r"(?<![\d-])(\d{3})-(\d{3,4})(?:-(\d{4}))?(?![\d-])"),                     # phone numbers
+     lambda m: ", ".join(digits_to_words(g) for g in m.groups() if g)),
+    (re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s?([ap])\.?m\b\.?", re.IGNORECASE), _clock),       # 7:30 pm
     (re.compile(r"(?<![\d:])(\d{1,2}):(\d{2})(?![\d:])"), _time),
+    (re.compile(r"\b(1[1-9]\d0|20[0-9]0)s\b"), _plural_year),                                  # 1990s
+    (re.compile(r"(?<![\d/])(\d{1,2})/([2-9]|10)(?![\d/])"), _fraction),
+    (re.compile(r"\#\s?(?=\d)"), "number "),
+    (re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|November|December)"
+                r"\s+(\d{1,2})(?:st|nd|rd|th)?\b(?!:)"),
+     lambda m: f"{m.group(1)} {ordinal_to_words(int(m.group(2)))}"),                          # May 5 → May fifth
     (re.compile(r"(\d+(?:\.\d+)?)\s?%"), lambda m: _number(m.group(1)) + " percent"),
     (re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE), lambda m: ordinal_to_words(int(m.group(1)))),
+    (re.compile(r"(\d+(?:\.\d+)?)\s?(km/h|mph|km|cm|mm|kg|mg|ml|lbs|lb|oz|ft|mi|kb|mb|gb|tb|°c|°f)\b",
+                re.IGNORECASE), _unit),
+    (re.compile(r"(\d+(?:\.\d+)?)\s?([mg])\b"), _unit),
+    (re.compile(r"(\d+(?:\.\d+)?)\s?(°[CF]?)"), _unit),
+    (re.compile(r"(?<=\d)\s?[-–]\s?(?=\d)"), " to "),                                         # ranges
     (re.compile(r"(?<![\w-])-(?=\d)"), "minus "),
     (re.compile(r"\d+\.\d+"), lambda m: decimal_to_words(m.group(0))),
     (re.compile(r"\d+"), _integer),
@@ -131,7 +201,8 @@ def _number(text: str) -> str:
 
 
 def normalize_numbers(text: str) -> str:
-    """Replace every number (money, times, percentages, ordinals, years, decimals) by words."""
+    """Replace every number (money, phone numbers, times, decades, fractions, percentages, ordinals,
+    units, ranges, years, decimals) by words."""
     for pattern, repl in _RULES:
         text = pattern.sub(repl, text)
     return text

@@ -31,6 +31,7 @@ import functools
 import re
 
 from text.chars import fold_latin, is_decoration, to_half_width
+from text.en_homographs import homograph_phones
 from text.en_numbers import normalize_numbers
 from text.errors import TextFrontendError, describe_chars
 from text.result import G2PResult
@@ -39,14 +40,24 @@ from text.symbols import SYMBOL_TO_ID
 EN_PUNCTUATION = "!?…,.-"
 _TOKEN_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*|[!?…,.\-]")
 
+_TITLES = {
+    "Mrs": "missus", "Mr": "mister", "Ms": "miss", "Dr": "doctor", "Prof": "professor", "Jr": "junior",
+    "Sr": "senior", "Mt": "mount", "Ave": "avenue", "Rd": "road", "Blvd": "boulevard", "Inc": "incorporated",
+    "Ltd": "limited", "Corp": "corporation", "Dept": "department", "Gov": "governor", "Gen": "general",
+    "Capt": "captain", "Lt": "lieutenant", "Sgt": "sergeant", "Jan": "January", "Feb": "February",
+    "Mar": "March", "Apr": "April", "Aug": "August", "Sep": "September", "Sept": "September",
+    "Oct": "October", "Nov": "November", "Dec": "December", "approx": "approximately", "vol": "volume",
+    "fig": "figure", "No": "number",
+}
 _ABBREVIATIONS = [
     (re.compile(r"\be\.g\.", re.IGNORECASE), "for example"),
     (re.compile(r"\bi\.e\.", re.IGNORECASE), "that is"),
     (re.compile(r"\betc\.", re.IGNORECASE), "et cetera"),
-    (re.compile(r"\bMrs\."), "missus"),
-    (re.compile(r"\bMr\."), "mister"),
-    (re.compile(r"\bMs\."), "miss"),
-    (re.compile(r"\bDr\."), "doctor"),
+    (re.compile(r"\bSt\.(?=\s+[A-Z])"), "Saint"),                        # St. Louis
+    (re.compile(r"\bSt\.(?=\s|$)"), "Street"),                            # Baker St.
+    (re.compile(r"\bNo\.(?=\s?\d)"), "number"),
+    (re.compile(r"\b(" + "|".join(k for k in _TITLES if k != "No") + r")\.(?=\s|$)"), lambda m: _TITLES[m.group(1)]),
+    (re.compile(r"\b((?:[A-Z]\.){2,})(?=\s|$|[,;:!?])"), lambda m: m.group(1).replace(".", "")),  # U.S.A.
     (re.compile(r"\bvs\.?(?=\s)", re.IGNORECASE), "versus"),
 ]
 _CHAR_MAP = {
@@ -100,9 +111,12 @@ def cmu_dictionary() -> dict[str, list[list[str]]]:
 def normalize_en(text: str) -> str:
     """Normalise English text to words, spaces and ``! ? … , . -``; see the module docstring."""
     text = fold_latin(to_half_width(text, keep="，；：！？"))
+    full_stop = text.rstrip().endswith(".")
     for pattern, repl in _ABBREVIATIONS:
         text = pattern.sub(repl, text)
     text = normalize_numbers(text)
+    if full_stop and not text.rstrip().endswith((".", "!", "?", "…")):
+        text = text.rstrip() + "."  # the dot of a final "etc." or "a.m." also ends the sentence
     text = text.replace("...", "…")
     out: list[str] = []
     unknown: list[str] = []
@@ -249,8 +263,15 @@ def g2p_english(norm_text: str, shouting: bool | None = None, letter_names: bool
         shouting = not any(ch.islower() for ch in norm_text)
     phones: list[str] = []
     word2ph: list[int] = []
-    for token in tokens_of(norm_text):
-        token_phones = [token] if token in EN_PUNCTUATION else word_to_phones(token, shouting, letter_names)
+    tokens = tokens_of(norm_text)
+    lower = [t.lower() for t in tokens]
+    for i, token in enumerate(tokens):
+        if token in EN_PUNCTUATION:
+            token_phones = [token]
+        else:
+            acronym = token.isupper() and len(token) > 1 and not shouting
+            homograph = None if acronym else homograph_phones(lower, i)
+            token_phones = homograph or word_to_phones(token, shouting, letter_names)
         bad = [p for p in token_phones if p not in SYMBOL_TO_ID]
         if bad:
             raise TextFrontendError(f"English g2p produced phones {bad} for {token!r}, not in the symbol table")

@@ -110,7 +110,7 @@ def token_ids(bert: LoadedBert, text: str) -> list[int]:
     return ids
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def char_features(bert: LoadedBert, texts: Sequence[str],
                   max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> list[Tensor]:
     """``hidden_states[-3]`` per character of each text: ``[len(text), D]`` fp32 on ``bert.device``.

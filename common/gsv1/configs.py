@@ -15,7 +15,6 @@ a model GPT-SoVITS v1 could not build (its classes hard-code these sizes).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 
@@ -162,11 +161,9 @@ def s1_config_from_v1(config: Mapping, weight: Mapping[str, Tensor], source: str
          "ffn_dim": _need(w, "model.h.layers.0.linear1.weight", source).shape[0],
          "dropout": 0.1, "pos_dropout": 0.1,  # v1 hard-codes both (its model.dropout is the unused embedding dropout)
          "bert_dim": w["model.bert_proj.weight"].shape[1] if "model.bert_proj.weight" in w else 0}
-    raw = {"model": m}
+    raw = {"model": m, "inference": {"rules": "gsv1"}}  # v1 S1 needs v1's inference rules (infer/rules.py)
     if "max_sec" in data:
         raw["data"] = {"max_seconds": float(data["max_sec"])}
-    if any(f.name == "rules" for f in dataclasses.fields(S1Config().inference)):
-        raw["inference"] = {"rules": "gsv1"}
     try:
         return from_dict(S1Config, raw, where=f"{source} (derived config)")
     except ConfigError as err:

@@ -205,23 +205,44 @@ class SynthesizerTrn(nn.Module):
         row decoded in a padded batch gives, up to float rounding, the samples it gives alone
         (with the same ``noise`` row).
         """
+        ge = self.style(refer_spec, refer_lengths)
+        z, y_mask = self.prior_latent(codes, text, text_lengths, ge, noise_scale, code_lengths, generator, noise)
+        frame_lengths = y_mask.sum(dim=(1, 2)).long()  # [B]
+        padded = bool((frame_lengths < z.size(2)).any())
+        wav = self.dec(z, g=ge, x_mask=y_mask if padded else None)  # [B, 1, T · hop]
+        sample_mask = frame_mask(frame_lengths * self.hop_length, wav.size(2), wav.dtype)
+        return wav * sample_mask
+
+    @torch.no_grad()
+    def style(self, refer_spec: Tensor | None, refer_lengths: Tensor | None = None) -> Tensor | None:
+        """Style vector of the reference: refer_spec [B, F, T_ref] (+ refer_lengths [B]) -> ge [B, gin, 1].
+
+        None (no reference) gives None."""
+        if refer_spec is None:
+            return None
+        if refer_lengths is None:
+            refer_mask = torch.ones(refer_spec.size(0), 1, refer_spec.size(2), device=refer_spec.device)
+        else:
+            refer_mask = frame_mask(refer_lengths, refer_spec.size(2))
+        return self.ref_enc(refer_spec * refer_mask, refer_mask)
+
+    @torch.no_grad()
+    def prior_latent(self, codes: Tensor, text: Tensor, text_lengths: Tensor, ge: Tensor | None,
+                     noise_scale: float = 0.5, code_lengths: Tensor | None = None,
+                     generator: torch.Generator | None = None, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The decoder's input: tokens -> prior -> sample -> reverse flow (arguments as in ``decode``; ``ge``
+        [B or 1, gin, 1] from ``style``). Returns z [B, inter, T] (zero on padding) and y_mask [B, 1, T],
+        T = N · frames_per_token."""
         b, n = codes.shape
         device = codes.device
         if code_lengths is None:
             code_lengths = torch.full((b,), n, dtype=torch.long, device=device)
         n_frames = n * self.frames_per_token
-        frame_lengths = code_lengths.to(device) * self.frames_per_token
-        y_mask = frame_mask(frame_lengths, n_frames)
+        y_mask = frame_mask(code_lengths.to(device) * self.frames_per_token, n_frames)
         codes = codes.masked_fill(frame_mask(code_lengths.to(device), n, torch.bool).squeeze(1).logical_not(), 0)
         text_mask = frame_mask(text_lengths, text.size(1))
-        ge = None
-        if refer_spec is not None:
-            if refer_lengths is None:
-                refer_mask = torch.ones(refer_spec.size(0), 1, refer_spec.size(2), device=refer_spec.device)
-            else:
-                refer_mask = frame_mask(refer_lengths, refer_spec.size(2))
-            ge = self.ref_enc(refer_spec * refer_mask, refer_mask).expand(b, -1, -1)  # [B, gin, 1]
-
+        if ge is not None:
+            ge = ge.expand(b, -1, -1)  # [B, gin, 1]
         content = self._to_frames(self.quantizer.decode(codes), n_frames)  # [B, D, T]
         _, m_p, logs_p = self.enc_p(content, y_mask, text, text_mask, ge)
         if noise is None:
@@ -229,11 +250,7 @@ class SynthesizerTrn(nn.Module):
         elif noise.shape != m_p.shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(m_p.shape)}")
         z_p = (m_p + noise.to(m_p) * torch.exp(logs_p) * noise_scale) * y_mask
-        z = self.flow(z_p, y_mask, g=ge, reverse=True)
-        padded = bool((frame_lengths < n_frames).any())
-        wav = self.dec(z * y_mask, g=ge, x_mask=y_mask if padded else None)  # [B, 1, T · hop]
-        sample_mask = frame_mask(frame_lengths * self.hop_length, wav.size(2), wav.dtype)
-        return wav * sample_mask
+        return self.flow(z_p, y_mask, g=ge, reverse=True) * y_mask, y_mask
 
     def fold_weight_norm(self) -> int:
         """Fold every weight-norm parametrization into plain weights (inference); returns the count."""

@@ -123,7 +123,7 @@ def _fix_segmentation(pieces: list[tuple[str, str]]) -> list[tuple[str, str]]:
     pieces = [p for piece in pieces for p in _SPLIT_WORDS.get(piece[0], (piece,))]
     out = list(pieces)
     for i, (word, pos) in enumerate(pieces):
-        if len(word) == 2 and word[0] == word[1] and not pos.startswith(("n", "v", "a")):
+        if len(word) == 2 and word[0] == word[1] and pos.startswith("u"):
             nxt = pieces[i + 1][0] if i + 1 < len(pieces) else ""
             prev = pieces[i - 1][0] if i > 0 else ""
             if nxt[:1] in PRONOUNS or prev[-1:] in "再请稍你":

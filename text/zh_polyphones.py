@@ -44,11 +44,13 @@ RULES = (
          left=r"(?<!还)$"),
     # 数: the verb "count"
     Rule("数", "shu3", right=r"(?:一数|了数|数|钱|星星|不清|不过来|不胜数|到|着|一下|落)"),
-    Rule("数", "shu3", left=r"[一]$", right=_END),
+    Rule("数", "shu3", left=r"数[一了]$"),  # 数一数, 数了数
     # 背: "carry on the back"
     Rule("背", "bei1", right=r"(?:着|起|上|书包|包|孩子|小孩|行李|篓|债|黑锅|不动)"),
+    Rule("背", "bei1", left=r"把[^,.!?]*(?:包|孩子|小孩|行李|人)$"),
     # 转: "turn round, rotate"
     Rule("转", "zhuan4", left=r"(?:绕着|围着|绕|团团|打|在|直)$"),
+    Rule("转", "zhuan4", right=r"(?:了|过)?[零一二三四五六七八九十两几百半]+(?:度|圈|周)"),  # 转了三十度
     Rule("转", "zhuan4", right=r"(?:圈|盘|悠|速|来转去|个不停|着|" + _END + ")", alone=True),
     # 只: classifier after a numeral or demonstrative, unless it starts 只是/只有...
     Rule("只", "zhi1", left=r"[" + _NUMERAL + r"]$", right=r"(?!是|有|要|能|会|好|想|不|在|得|剩|为|怕)"),
@@ -69,6 +71,12 @@ RULES = (
     Rule("种", "zhong3", left=r"[" + _NUMERAL + r"各]$"),
     Rule("种", "zhong4", right=r"(?:树|花|菜|地|田|草|庄稼|粮|苗|豆|瓜|麦|稻|了|着|过)"),
     Rule("种", "zhong4", left=r"(?:要|在|去|来|能|会|想|没|不|先|再|就|都|也|还|得)$", alone=True),
+    Rule("种", "zhong4", left=r"(?:接|栽|耕|移|复|抢|套)$"),  # 接种, 栽种
+    # 干: gān "dry" after what dries or drains something
+    Rule("干", "gan1", left=r"(?:已经|晒|晾|风|烘|吹|擦|喝|吸|榨|烤)$"),
+    # 量: the verb liáng "measure"
+    Rule("量", "liang2", left=r"(?:^|[,.!?…]|请|我|你|他|她|先|再|去|来|要|帮|给)$",
+         right=r"(?:了|一下|一量|体温|身高|尺寸|血压)"),
     # 长: cháng "length" after 全/总/周/身
     Rule("长", "chang2", left=r"(?:全|总|周|身)$"),
     # 地道 / 大意 as adjectives: neutral second syllable after a degree adverb
@@ -76,6 +84,7 @@ RULES = (
     Rule("意", "yi5", left=r"(?:太|很|真|挺|别|不能|不要|可|过于)大$"),
     # 一 in dates and weekdays and ordinals: 周一, 星期一, 一楼, 一年级
     Rule("一", "yi1", left=r"(?:周|星期|礼拜|初|第)$"),
+    Rule("一", "yi1", left=r"[零二三四五六七八九十百千万亿两点比]$"),  # the last digit of a number: 十一个, 二比一
     Rule("一", "yi1", right=r"(?:楼|年级)"),
     # 过: a main verb (过马路, 过年) when it does not follow a verb
     Rule("过", "guo4", left=r"(?:^|[,.!?…]|一起|要|想|去|来|在|不|没|能|会|先|再|好好|怎么)$",

@@ -132,7 +132,7 @@ def pre_merge(words: list[Word]) -> list[Word]:
             out[-1] = _join(out[-1], w, w.pos, tight=True)
         elif (
             out and len(out[-1].text) >= 2 and out[-1].text[-1] == "点" and out[-1].text[-2] in NUMERAL_DIGITS
-            and w.text[0] in NUMERAL_DIGITS
+            and all(c in NUMERAL_DIGITS or c in "百千万亿" for c in w.text)
         ):  # 点 + digits of a decimal: 三点五
             out[-1] = _join(out[-1], w, out[-1].pos)
         else:
@@ -186,8 +186,9 @@ def _yi_sandhi(text: str, tones: list[str], base_tone: Callable[[str], str]) -> 
         if len(text) == 3 and i == 1 and text[0] == text[2]:
             tones[i] = "5"
         elif (
-            not nxt or (prev and prev in "点" + "".join(_DIGIT_CHARS | _ORDINAL_BEFORE_YI))
-            or nxt in _DIGIT_CHARS or nxt in "月号日" or (nxt == "点" and text[i + 2:i + 3] in _DIGIT_CHARS)
+            not nxt or (prev and prev in _DIGIT_CHARS | _ORDINAL_BEFORE_YI)
+            or nxt in _DIGIT_CHARS or nxt in "月号日"
+            or (nxt == "点" and text[i + 2:i + 3] in _DIGIT_CHARS and text[i + 3:i + 4] != "点")
         ):
             tones[i] = "1"
         else:

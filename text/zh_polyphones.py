@@ -22,6 +22,8 @@ from dataclasses import dataclass
 _PRONOUN = "我你他她它咱谁"
 _END = r"(?:$|[,.!?…-])"
 _NUMERAL = "一二三四五六七八九十两几每这那哪半某多"
+# words that start with 一 but are not numbers (八点|一直, 三点|一起)
+_YI_WORDS = "直|起|定|样|切|般|些|共|下|会|边|同|路|致|齐|旦|律|贯|概|向|再|生|连|道|身|心|面|时|点|刻"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ RULES = (
     Rule("说", "yue4", left=r"不亦$", right=r"乎"),
     # 地: the adverbial particle after a reduplicated form (慢慢地, 高高兴兴地)
     Rule("地", "de5", left=r"(.)\1$"),
+    # 都: the adverb dōu before 会 (我都会), not 都会 "metropolis"
+    Rule("都", "dou1", left=r"(?<!大)$", right=r"会"),
     # 得: modal děi after a pronoun or adverb, not before a complement or an object
     Rule("得", "dei3", left=r"(?:[" + _PRONOUN + r"们也还就都必总可])$",
          right=r"(?!了|过|到|奖|分|病|手|意|出|知|罪|逞|益|失|体|救|力|当|宠|胜|势|志|悉|以|很|太|多|不|非常|更|真|挺"
@@ -84,7 +88,9 @@ RULES = (
     Rule("意", "yi5", left=r"(?:太|很|真|挺|别|不能|不要|可|过于)大$"),
     # 一 in dates and weekdays and ordinals: 周一, 星期一, 一楼, 一年级
     Rule("一", "yi1", left=r"(?:周|星期|礼拜|初|第)$"),
-    Rule("一", "yi1", left=r"[零二三四五六七八九十百千万亿两点比]$"),  # the last digit of a number: 十一个, 二比一
+    Rule("一", "yi1", left=r"[零二三四五六七八九十百千万亿两点比]$", right=r"(?!" + _YI_WORDS + ")"),  # 十一个, 二比一
+    Rule("一", "yi1", right=r"比[零一二三四五六七八九十两]"),  # 一比一
+    Rule("一", "yi1", right=r"点[零一二三四五六七八九](?!点)"),  # 一点五 (not 一点一点)
     Rule("一", "yi1", right=r"(?:楼|年级)"),
     # 过: a main verb (过马路, 过年) when it does not follow a verb
     Rule("过", "guo4", left=r"(?:^|[,.!?…]|一起|要|想|去|来|在|不|没|能|会|先|再|好好|怎么)$",

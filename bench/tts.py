@@ -82,7 +82,7 @@ def bench_e2e(engine: TTSEngine, seconds: float, n_phones: int, prompt_phones: i
     prompt = Prompt(text="(random prompt)", phone_ids=torch.randint(1, len(SYMBOLS), (prompt_phones,), generator=g)
                     .tolist(), tokens=torch.randint(0, s2.codebook_size, (n_prompt,), generator=g))
     # cap = max(min_new_tokens + 1, ...) = n_tokens: EOS is blocked until the last token
-    opts = GenerationOptions(sampling=PRESETS["default"], seed=0, min_new_tokens=n_tokens - 1,
+    opts = GenerationOptions(sampling=PRESETS["gshead"], seed=0, min_new_tokens=n_tokens - 1,
                              max_tokens_per_phoneme=1e-3)
     wav = synthetic_wav(ref_seconds, s2.sample_rate, seed=3).numpy()
     ref = ReferenceAudio(path=Path("synthetic"), wav=wav, sample_rate=s2.sample_rate, start=0, end=len(wav),

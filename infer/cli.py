@@ -35,7 +35,7 @@ USER_ERRORS = (InferenceError, CheckpointError, AudioError, ConfigError, SSLErro
 PRESET_HELP = ("sampling preset: " + "; ".join(
     f"{name} (top_k {p.top_k}" + (", argmax" if p.greedy else f", top_p {p.top_p}, temperature {p.temperature}")
     + f", penalty {p.repetition_penalty})" for name, p in PRESETS.items())
-    + ". stable: fewest skipped/repeated words; default: GPT-SoVITS defaults; expressive: livelier, riskier; "
+    + ". stable: fewest skipped/repeated words; gshead: GPT-SoVITS HEAD defaults; expressive: livelier, riskier; "
       "greedy: deterministic. Without --preset the S1 checkpoint's inference section is used")
 
 

@@ -16,12 +16,17 @@ Order of operations on the next-token logits ``[B, V]``:
 
 Presets (``PRESETS``):
 
-- ``greedy``: deterministic, penalty 1.35 — for tests and reproducible drafts.
-- ``stable``: top_k 5, temperature 0.8, penalty 1.35 — conservative, fewest skipped or
-  repeated words, flatter prosody (AR-VITS used top_k 5).
-- ``default``: top_k 15, top_p 1.0, temperature 1.0, penalty 1.35 — GPT-SoVITS API defaults.
-- ``expressive``: top_k 50, top_p 0.95, temperature 1.05, penalty 1.35 — livelier prosody,
-  higher risk of artefacts; generate several seeds and pick.
+- ``greedy`` (ours): deterministic, penalty 1.35 — for tests and reproducible drafts.
+- ``stable`` (ours): top_k 5, temperature 0.8, penalty 1.35 — conservative, fewest skipped
+  or repeated words, flatter prosody (AR-VITS sampled with top_k 5 at temperature 1 and no
+  penalty; the lower temperature is ours).
+- ``gshead``: top_k 15, top_p 1.0, temperature 1.0, penalty 1.35 — GPT-SoVITS at HEAD
+  (checkout 48b1a01): the defaults of its WebUI sliders, ``api_v2.py`` and
+  ``TTS_infer_pack``. Also the ``inference`` section of configs/s1.json, used without
+  ``--preset``. (Formerly called ``default``, which it is neither in GPT-SoVITS v1, whose
+  WebUI used top_k 10 — see ``gsv1`` — nor necessarily here, where the checkpoint decides.)
+- ``expressive`` (ours): top_k 50, top_p 0.95, temperature 1.05, penalty 1.35 — livelier
+  prosody, higher risk of artefacts; generate several seeds and pick.
 - ``gsv1``: top_k 10, top_p 1.0, temperature 1.0, penalty 1.35 — the GPT-SoVITS v1 WebUI
   defaults (its top_k/top_p/temperature sliders; the penalty is fixed in v1's ``infer_panel``;
   ``get_tts_wav``'s own keyword defaults 20/0.6/0.6 are overridden by the sliders). Used by
@@ -60,7 +65,7 @@ class SamplingParams:
 PRESETS: dict[str, SamplingParams] = {
     "greedy": SamplingParams(top_k=1, greedy=True),
     "stable": SamplingParams(top_k=5, top_p=1.0, temperature=0.8),
-    "default": SamplingParams(top_k=15, top_p=1.0, temperature=1.0),
+    "gshead": SamplingParams(top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35),
     "expressive": SamplingParams(top_k=50, top_p=0.95, temperature=1.05),
     "gsv1": SamplingParams(top_k=10, top_p=1.0, temperature=1.0, repetition_penalty=1.35),
 }

@@ -318,7 +318,7 @@ def test_batched_generation_equals_one_piece_at_a_time(runs: TinyRuns) -> None:
     ref = load_reference(runs.ref, SR)
     prompt = eng.prompt(ref, "参考音频。", "zh")
     pieces = split_text("你好。我们走吧！今天天气很好，我们去公园。", "zh")
-    opts = GenerationOptions(sampling=PRESETS["default"], seed=3, loop_detection=False)
+    opts = GenerationOptions(sampling=PRESETS["gshead"], seed=3, loop_detection=False)
     together = eng.generate(pieces, prompt, opts)
     alone = eng.generate(pieces, prompt, replace(opts, batch_size=1))
     assert [t.tolist() for t in together.tokens] == [t.tolist() for t in alone.tokens]

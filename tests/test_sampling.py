@@ -115,6 +115,6 @@ def test_params_validation_and_presets() -> None:
     for bad in (dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5), dict(temperature=0.0), dict(repetition_penalty=0)):
         with pytest.raises(ValueError):
             SamplingParams(**bad)
-    assert {"stable", "default", "expressive", "greedy"} <= set(PRESETS)
+    assert {"stable", "gshead", "expressive", "greedy", "gsv1"} <= set(PRESETS)
     assert PRESETS["greedy"].greedy
     assert all(math.isclose(p.repetition_penalty, 1.35) for p in PRESETS.values())

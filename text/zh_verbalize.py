@@ -161,6 +161,7 @@ _RULES: list[tuple[re.Pattern, object]] = [
     (re.compile(rf"(-?)({_NUM})\s*(km/h|m/s|km|cm|mm|kg|mg|ml|mL|m2|m3|m|g)(?![A-Za-z])"),
      lambda m: ("负" if m.group(1) else "") + _num(m.group(2)) + _UNITS[m.group(3)]),
     (re.compile(rf"([¥$€£₩₽])\s*(-?)({_NUM})"), _currency),
+    (re.compile(r"(\d+)(?:\.0+|(\.\d*[1-9])0+)(?=\s*元)"), lambda m: m.group(1) + (m.group(2) or "")),  # 8.50元
     (re.compile(rf"({_NUM})\s*°"), lambda m: _num(m.group(1)) + "度"),
     (re.compile(r"(?<![\d/])(\d+)/(\d+)(?![\d/])"),
      lambda m: int_to_chinese(m.group(2)) + "分之" + int_to_chinese(m.group(1))),

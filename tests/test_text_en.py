@@ -86,7 +86,7 @@ def test_normalize_numbers_money_time_commas():
      ("£2.05", "two pounds, five pence"), ("call 555-1234", "call five five five, one two three four"),
      ("at 7:30 pm", "at seven thirty PM"), ("3/4", "three quarters"), ("pages 10-20", "pages ten to twenty"),
      ("5 km", "five kilometers"), ("1 kg", "one kilogram"), ("30 °C", "thirty degrees Celsius"),
-     ("on May 5", "on May fifth"), ("#1", "number one"), ("4G", "fourG")],
+     ("on May 5", "on May fifth"), ("#1", "number one"), ("4G", "four G"), ("Q3", "Q three")],
 )
 def test_normalize_numbers_in_context(text, expected):
     assert normalize_numbers(text) == expected

@@ -85,6 +85,8 @@ _NOUN_BEFORE = {
 }
 _LINKING = {"is", "are", "was", "were", "be", "been", "being", "am", "go", "goes", "went", "going", "get", "got",
             "stay", "come", "came", "very", "so", "too", "quite"}
+_PERFORM = {"played", "play", "plays", "playing", "performed", "perform", "performs", "sang", "sing", "broadcast",
+            "streamed", "aired", "shown", "went"}
 _ADVERBS = {"not", "never", "always", "also", "just", "really", "often", "still", "then", "usually", "soon",
             "sometimes", "only", "even", "already", "probably"}
 _OBJECT_START = {"the", "a", "an", "your", "my", "his", "her", "our", "their", "this", "that", "it", "them",
@@ -121,7 +123,7 @@ def _cue(words: list[str], i: int) -> str | None:
         return "verb"
     if word in _SPECIFIC_ONLY:
         return "noun" if word == "lead" and prev == "of" else None
-    if prev in _LINKING and word in ("close", "live"):
+    if prev in _LINKING and word in ("close", "live") or word == "live" and prev in _PERFORM:
         return "noun"
     if prev in _VERB_BEFORE:
         return "verb"

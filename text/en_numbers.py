@@ -185,12 +185,12 @@ _RULES: list[tuple[re.Pattern, object]] = [
      lambda m: f"{m.group(1)} {ordinal_to_words(int(m.group(2)))}"),                          # May 5 → May fifth
     (re.compile(r"(\d+(?:\.\d+)?)\s?%"), lambda m: _number(m.group(1)) + " percent"),
     (re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE), lambda m: ordinal_to_words(int(m.group(1)))),
+    (re.compile(r"(?<![\w-])-(?=\d)"), "minus "),
     (re.compile(r"(\d+(?:\.\d+)?)\s?(km/h|mph|km|cm|mm|kg|mg|ml|lbs|lb|oz|ft|mi|kb|mb|gb|tb|°c|°f)\b",
                 re.IGNORECASE), _unit),
     (re.compile(r"(\d+(?:\.\d+)?)\s?([mg])\b"), _unit),
     (re.compile(r"(\d+(?:\.\d+)?)\s?(°[CF]?)"), _unit),
     (re.compile(r"(?<=\d)\s?[-–]\s?(?=\d)"), " to "),                                         # ranges
-    (re.compile(r"(?<![\w-])-(?=\d)"), "minus "),
     (re.compile(r"\d+\.\d+"), lambda m: decimal_to_words(m.group(0))),
     (re.compile(r"\d+"), _integer),
 ]
@@ -202,7 +202,9 @@ def _number(text: str) -> str:
 
 def normalize_numbers(text: str) -> str:
     """Replace every number (money, phone numbers, times, decades, fractions, percentages, ordinals,
-    units, ranges, years, decimals) by words."""
+    units, ranges, years, decimals) by words. Letters and digits written together are read apart
+    (``Q3`` → Q three, ``221B`` → two hundred twenty one B)."""
+    text = re.sub(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-RT-Za-rt-z]\b)", " ", text)  # not the s of 1990s
     for pattern, repl in _RULES:
         text = pattern.sub(repl, text)
     return text

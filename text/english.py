@@ -59,6 +59,7 @@ _ABBREVIATIONS = [
     (re.compile(r"\b(" + "|".join(k for k in _TITLES if k != "No") + r")\.(?=\s|$)"), lambda m: _TITLES[m.group(1)]),
     (re.compile(r"\b((?:[A-Z]\.){2,})(?=\s|$|[,;:!?])"), lambda m: m.group(1).replace(".", "")),  # U.S.A.
     (re.compile(r"\bvs\.?(?=\s)", re.IGNORECASE), "versus"),
+    (re.compile(r"\b([A-Za-z0-9-]+)\.(com|org|net|edu|gov|io|cn|uk)\b"), r"\1 dot \2"),   # example.com
 ]
 _CHAR_MAP = {
     ";": ",", ":": ",", "；": ",", "：": ",", "，": ",", "、": ",", "。": ".", "！": "!", "？": "?",

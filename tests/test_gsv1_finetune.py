@@ -25,6 +25,8 @@ import torch
 import extract_bert_s1
 import extract_vq_s1
 import gen_filelist_s1
+import s1_infer
+import s2_infer
 import train_s1
 import train_s2
 import tts
@@ -90,6 +92,13 @@ def test_tts_runs_on_v1_files_directly(v1, s2_dump: S2Dump, capsys: pytest.Captu
     assert "S1 inference rules: gsv1" in err  # set by the converter for v1 S1 weights
     wav, sr = sf.read(out, dtype="float32")
     assert sr == 32000 and wav.ndim == 1 and len(wav) > 0 and np.isfinite(wav).all()
+    # the two-step path takes the same files: s1_infer.py (v1 S1 + v1 S2) then s2_infer.py (v1 S2 with enc_q)
+    tokens, out2 = v1["root"] / "tokens.npz", v1["root"] / "two_step.wav"
+    argv = _tts_args(v1["s1"], v1["g"], s2_dump, tokens) + ["--bert-model", str(v1["bert"])]
+    assert s1_infer.cli(argv) == 0, capsys.readouterr().err[-3000:]
+    assert s2_infer.cli(["--s2-ckpt", str(v1["g"]), "--tokens", str(tokens), "-o", str(out2)]) == 0, \
+        capsys.readouterr().err[-3000:]
+    assert sf.info(out2).frames > 0
 
 
 def test_the_fine_tune_path_from_v1_files(v1, s2_dump: S2Dump, tmp_path: Path) -> None:

@@ -123,6 +123,7 @@ class S2TrainConfig:
     segment_size: int = 20480
     c_mel: float = 45.0
     c_kl: float = 1.0
+    kl_warmup_steps: int = 0  # c_kl ramps linearly from 0 over this many steps (0: full weight from the start)
     c_commit: float = 1.0
     c_fm: float = 1.0
     c_gen: float = 1.0
@@ -141,6 +142,7 @@ class S2TrainConfig:
         _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check(len(self.betas) == 2, "train.betas must have two values")
         _check(self.batch_size >= 1, "train.batch_size must be >= 1")
+        _check(self.kl_warmup_steps >= 0, "train.kl_warmup_steps must be >= 0")
         _check(self.bucket_boundaries == sorted(self.bucket_boundaries) and len(self.bucket_boundaries) >= 2,
                "train.bucket_boundaries must be an increasing list of at least two frame counts")
 

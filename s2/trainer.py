@@ -63,6 +63,7 @@ from common.dist import (
     setup_dist,
 )
 from common.gsv1.files import ENC_Q
+from common.learning import envelope_correlation, mean, s2_resynthesis
 from common.manifest import S2_TRAIN_LIST, S2_VAL_LIST, ManifestError
 from common.training import (
     Board,
@@ -267,7 +268,7 @@ class S2Trainer:
         loss_fm = feature_loss(d_out_g.real_features, d_out_g.fake_features)
         loss_gen = generator_loss(d_out_g.fake_logits)
         commit = out.commit_loss.float()
-        loss_g = (tc.c_mel * loss_mel + tc.c_kl * loss_kl + tc.c_commit * commit
+        loss_g = (tc.c_mel * loss_mel + self.kl_weight() * loss_kl + tc.c_commit * commit
                   + tc.c_fm * loss_fm + tc.c_gen * loss_gen)
         if not self.guard.ok(self._finite_on_all_ranks(loss_g), self.state.step):
             if self.scaler is not None:
@@ -280,6 +281,21 @@ class S2Trainer:
         if self.scaler is not None:
             self.scaler.update()
         return torch.stack([loss_d, loss_g, loss_mel, loss_kl, commit, loss_fm, loss_gen, grad_d, grad_g]).detach()
+
+    def kl_weight(self) -> float:
+        """``c_kl``, ramped linearly over the first ``kl_warmup_steps`` steps (KL annealing; 0 = off).
+
+        With the full weight from step 0 the posterior stays close to the unit-variance prior
+        (KL about 1 nat per frame): its samples are mostly noise, the decoder learns to read the
+        little they carry, and the prior mean has almost nothing to predict, so inference (the
+        prior path) lags the posterior path by hundreds of steps. A light KL at first lets the
+        posterior carry information (the prior, trained by the KL alone, gets Adam-normalised
+        steps whatever the weight).
+        """
+        tc = self.cfg.train
+        if tc.kl_warmup_steps <= 0:
+            return tc.c_kl
+        return tc.c_kl * min(1.0, (self.state.step + 1) / tc.kl_warmup_steps)
 
     def _finite_on_all_ranks(self, loss: Tensor) -> Tensor:
         """``loss`` (detached, ``[1]``), or NaN when the loss of any rank is not finite."""
@@ -309,39 +325,47 @@ class S2Trainer:
     # ------------------------------------------------------------------ validation
 
     @torch.no_grad()
-    def validate(self, val_ds: S2Dataset) -> float:
-        """Mean mel L1 over the validation items: tokens -> decode with the item's own reference -> mel.
+    def validate(self, val_ds: S2Dataset) -> dict[str, float]:
+        """Held-out resynthesis measures (``common.learning``) over the validation items.
 
-        Rank 0 only, unwrapped model in eval mode, a fixed noise seed; whole tokens only (an odd
-        last frame has no token). Logs the first item's audio and mel images.
+        Prior path (as inference: tokens -> decode with the item's own reference): ``val/mel_l1``
+        (mel L1 per frame over all items) and ``val/env_corr`` (mean energy-envelope correlation);
+        posterior path (spectrogram -> ``enc_q`` -> decoder, the decoder's ceiling):
+        ``val/posterior/mel_l1`` and ``val/posterior/env_corr``. Rank 0 only, unwrapped model in
+        eval mode, a fixed noise seed; whole tokens only (an odd last frame has no token). Logs
+        the first item's audio and mel images.
         """
-        net, hop, fpt = self.net_g, self.cfg.data.hop_length, self.net_g.frames_per_token
+        net, hop = self.net_g, self.cfg.data.hop_length
         net.eval()
-        total, frames = 0.0, 0
+        total, post_total, frames = 0.0, 0.0, 0
+        corr, post_corr = [], []
         gen = torch.Generator(device=self.device).manual_seed(0)
         for i in range(len(val_ds)):
             ex = val_ds[i]
-            n = ex.spec.size(1) // fpt * fpt
-            ssl = ex.ssl[None, :, :n].to(self.device)  # [1, D, n]
-            spec = ex.spec[None, :, :n].to(self.device)  # [1, F, n]
-            text = ex.phones[None].to(self.device)  # [1, L]
-            text_lengths = torch.tensor([text.size(1)], device=self.device)
-            codes = net.extract_codes(ssl)  # [1, n / fpt]
-            wav = net.decode(codes, text, text_lengths, spec, generator=gen)  # [1, 1, n · hop]
-            mel_real = self.mel_of_spec(spec)
-            mel_fake = self.mel_of_wav(wav[:, 0])
+            ssl, spec, phones = ex.ssl.to(self.device), ex.spec.to(self.device), ex.phones.to(self.device)
+            wav = s2_resynthesis(net, ssl, spec, phones, "prior", generator=gen)  # [n · hop]
+            post = s2_resynthesis(net, ssl, spec, phones, "posterior", generator=gen)  # [n · hop]
+            n = wav.numel() // hop
+            mel_real = self.mel_of_spec(spec[None, :, :n])  # [1, n_mels, n]
+            mel_fake = self.mel_of_wav(wav[None])
             total += float((mel_real - mel_fake).abs().mean(dim=1).sum())
+            post_total += float((mel_real - self.mel_of_wav(post[None])).abs().mean(dim=1).sum())
             frames += n
+            rec = ex.wav[: n * hop].numpy()
+            corr.append(envelope_correlation(rec, wav.cpu().numpy(), hop))
+            post_corr.append(envelope_correlation(rec, post.cpu().numpy(), hop))
             if i == 0:
                 step = self.state.step
-                self.board.audio("val/audio_generated", wav[0, 0], step, self.cfg.data.sampling_rate)
+                self.board.audio("val/audio_generated", wav, step, self.cfg.data.sampling_rate)
                 self.board.image("val/mel_generated", spectrogram_image(mel_fake[0].cpu().numpy()), step)
                 if not self._real_logged:  # the reference side once per process
                     self.board.audio("val/audio_real", ex.wav[: n * hop], step, self.cfg.data.sampling_rate)
                     self.board.image("val/mel_real", spectrogram_image(mel_real[0].cpu().numpy()), step)
                     self._real_logged = True
         net.train()
-        return total / max(frames, 1)
+        frames = max(frames, 1)
+        return {"val/mel_l1": total / frames, "val/env_corr": mean(corr),
+                "val/posterior/mel_l1": post_total / frames, "val/posterior/env_corr": mean(post_corr)}
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -364,9 +388,11 @@ class S2Trainer:
     def _validate_and_log(self, val_ds: S2Dataset) -> None:
         if self.info.is_main:
             val = self.validate(val_ds)
-            self.board.scalars({"val/mel_l1": val}, self.state.step)
+            self.board.scalars(val, self.state.step)
             self.board.flush()
-            self.log.info(f"step {self.state.step}: validation mel L1 {val:.4f}")
+            self.log.info(f"step {self.state.step}: validation mel L1 {val['val/mel_l1']:.4f}, envelope correlation "
+                          f"{val['val/env_corr']:.3f} (posterior path: mel L1 {val['val/posterior/mel_l1']:.4f}, "
+                          f"envelope correlation {val['val/posterior/env_corr']:.3f})")
 
     def _evaluate_and_save(self, val_ds: S2Dataset) -> None:
         self._validate_and_log(val_ds)

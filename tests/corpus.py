@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import wave
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +63,18 @@ EN_SENTENCES = (
     "I have two brothers.",
     "See you at nine tomorrow.",
 )
+
+# Building blocks of ``demo_sentences``: subject + time + activity + ending, all distinct combinations.
+_SUBJECTS = ("我", "你", "他", "她", "我们", "老师", "小王", "妈妈", "爸爸", "哥哥", "姐姐", "同学们",
+             "医生", "司机", "奶奶", "这个孩子")
+_TIMES = ("今天", "明天", "昨天", "早上", "晚上", "周末", "下午三点", "每天", "星期五", "中午", "后天",
+          "八点半")
+_ACTIVITIES = ("去商店买水果", "在家看书", "去公园跑步", "喝了一杯咖啡", "写了一封信", "给朋友打电话",
+               "学习中文", "做晚饭", "听音乐", "坐火车去上海", "在图书馆学习", "骑自行车上班",
+               "去医院看病", "洗衣服", "买了两张电影票", "在河边散步", "准备考试", "打扫房间",
+               "吃面条", "参加会议", "开车去机场", "看足球比赛", "种了几棵树", "唱歌跳舞")
+_ENDINGS = ("。", "，然后回家休息。", "，因为天气很好。", "，觉得很开心。", "，一共花了三个小时。",
+            "，没有人知道。")
 
 # (espeak voice variant, pitch 0-100, rate in words per minute, pitch range 0-100)
 SPEAKER_STYLES = (
@@ -167,9 +179,30 @@ def write_wav_int16(path: Path, samples: np.ndarray, sample_rate: int) -> None:
         w.writeframes(samples.astype("<i2").tobytes())
 
 
-def corpus_plan(n_sentences: int, speakers: int, n_english: int) -> list[tuple[str, str, str, int]]:
-    """(speaker, lang, text, style index) for every utterance, in file order."""
+def demo_sentences(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct Mandarin sentences (subject, time, activity, ending), drawn with ``seed``."""
+    import itertools
+    import random
+
+    combos = list(itertools.product(_SUBJECTS, _TIMES, _ACTIVITIES, _ENDINGS))
+    if not 0 < n <= len(combos):
+        raise ValueError(f"demo_sentences: n must be in 1..{len(combos)}, got {n}")
+    picked = random.Random(seed).sample(combos, n)
+    return [f"{s}{t}{a}{e}" for s, t, a, e in picked]
+
+
+def corpus_plan(n_sentences: int, speakers: int, n_english: int,
+                sentences: Sequence[str] | None = None) -> list[tuple[str, str, str, int]]:
+    """(speaker, lang, text, style index) for every utterance, in file order.
+
+    Without ``sentences`` every speaker reads ``n_sentences`` of the fixed test sentences; with
+    them each sentence is read once, by speaker ``i % speakers`` (so no text is shared).
+    """
     plan = []
+    if sentences is not None:
+        for s in range(speakers):
+            plan += [(f"spk{s}", "zh", text, s) for text in sentences[s::speakers]]
+        return plan
     for s in range(speakers):
         name = f"spk{s}"
         for i in range(n_sentences):  # each speaker starts at a different sentence
@@ -187,10 +220,13 @@ def _synthesize_speaker(jobs: list[tuple[str, str, int, int, int]]) -> tuple[int
 
 
 def make_corpus(
-    root: Path, n_sentences: int = 20, speakers: int = 4, form: str = "tree", n_english: int = 2
+    root: Path, n_sentences: int = 20, speakers: int = 4, form: str = "tree", n_english: int = 2,
+    sentences: Sequence[str] | None = None,
 ) -> CorpusInfo:
     """Synthesize ``speakers`` × ``n_sentences`` Mandarin utterances (plus ``n_english`` English
-    ones for each of the first two speakers) under ``root`` in the given ``form``.
+    ones for each of the first two speakers) under ``root`` in the given ``form``; or, with
+    ``sentences``, each of them once, shared out over the speakers (``n_sentences`` and
+    ``n_english`` unused).
 
     libespeak-ng keeps state across utterances that its API cannot reset (output depends
     on what was spoken before in the process), so each speaker is synthesized in a fresh
@@ -201,7 +237,7 @@ def make_corpus(
     if speakers < 1 or n_sentences < 1:
         raise ValueError(f"need at least one speaker and one sentence, got {speakers=} {n_sentences=}")
     root = Path(root)
-    plan = corpus_plan(n_sentences, speakers, n_english)
+    plan = corpus_plan(n_sentences, speakers, n_english, sentences)
     jobs: dict[str, list[tuple[str, str, int, int, int]]] = {}
     for speaker, lang, text, style_index in plan:
         variant, pitch, rate, pitch_range = SPEAKER_STYLES[style_index % len(SPEAKER_STYLES)]

@@ -4,7 +4,8 @@
 ``! ? … , . -``, and Latin words (ASCII letters, inner apostrophes, single spaces between Latin
 words) that the caller hands to the English frontend. In order:
 
-1. traditional → simplified (OpenCC ``t2s``), circled numbers, Unicode NFKC (full-width
+1. traditional → simplified (OpenCC ``t2s``), circled and Roman numerals, superscript powers,
+   vulgar fractions (``text.zh_verbalize.before_nfkc``), Unicode NFKC (full-width
    letters, digits, currency and punctuation → ASCII, ``℃ → °C``, ``㎡ → m2``), accents stripped
    from Latin letters, ``嗯→恩``, ``呣→母``, ``〇→零``;
 2. numbers, signs and units in context (``text.zh_verbalize``);
@@ -25,7 +26,7 @@ import unicodedata
 from text.chars import fold_latin, is_decoration, to_half_width
 from text.english import join_hyphenated
 from text.errors import TextFrontendError, describe_chars
-from text.zh_verbalize import SYMBOL_WORDS, circled_numbers, verbalize
+from text.zh_verbalize import SYMBOL_WORDS, before_nfkc, verbalize
 
 ZH_PUNCTUATION = "!?…,.-"
 
@@ -89,7 +90,7 @@ def _tidy_spaces_and_punctuation(text: str) -> str:
 
 def normalize_zh(text: str) -> str:
     """Normalise Chinese (possibly mixed with English) text; see the module docstring."""
-    text = circled_numbers(_t2s().convert(text))
+    text = before_nfkc(_t2s().convert(text))
     text = unicodedata.normalize("NFKC", text.replace("\r\n", "\n").replace("\r", "\n"))
     text = to_half_width(text)
     text = fold_latin(text).replace("嗯", "恩").replace("呣", "母").replace("〇", "零")

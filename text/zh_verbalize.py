@@ -25,13 +25,15 @@ Greek letters and math symbols without digits around them are read by ``SYMBOL_W
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from text.zh_numbers import decimal_to_chinese, digits_to_chinese, int_to_chinese
 
 SYMBOL_WORDS = {
     "&": "和", "+": "加", "=": "等于", "×": "乘", "÷": "除以", "%": "百分之", "‰": "千分之",
     "℃": "摄氏度", "℉": "华氏度", "°": "度", "±": "正负", "≈": "约等于", "≠": "不等于", "≤": "小于等于",
-    "≥": "大于等于", "∞": "无穷大", "√": "根号", "∑": "求和",
+    "≥": "大于等于", "∞": "无穷大", "√": "根号", "∑": "求和", "∠": "角", "△": "三角形", "⊥": "垂直于",
+    "∥": "平行于", "∵": "因为", "∴": "所以", "∈": "属于",
     "α": "阿尔法", "β": "贝塔", "γ": "伽马", "δ": "德尔塔", "Δ": "德尔塔", "ε": "艾普西隆", "θ": "西塔",
     "λ": "兰姆达", "μ": "缪", "π": "派", "ρ": "柔", "σ": "西格马", "Σ": "西格马", "τ": "陶", "φ": "斐",
     "ω": "欧米伽", "Ω": "欧米伽",
@@ -40,7 +42,8 @@ SYMBOL_WORDS = {
 MEASURE_WORDS = "个只本件位次天周斤条张把台辆块元岁层分种双名句道份棵头匹间所座支杯碗瓶年点万千亿"
 _UNITS = {
     "km/h": "公里每小时", "m/s": "米每秒", "km": "公里", "cm": "厘米", "mm": "毫米", "kg": "千克", "mg": "毫克",
-    "ml": "毫升", "mL": "毫升", "m2": "平方米", "m3": "立方米", "m": "米", "g": "克", "°C": "摄氏度", "°F": "华氏度",
+    "ml": "毫升", "mL": "毫升", "km2": "平方公里", "cm2": "平方厘米", "m2": "平方米", "cm3": "立方厘米",
+    "m3": "立方米", "m": "米", "g": "克", "°C": "摄氏度", "°F": "华氏度",
 }
 _CURRENCY = {"¥": "元", "$": "美元", "€": "欧元", "£": "英镑", "₩": "韩元", "₽": "卢布"}
 _CODE_WORDS = re.compile(
@@ -126,14 +129,44 @@ def _integer(m: re.Match) -> str:
     return int_to_chinese(digits)
 
 
-def circled_numbers(text: str) -> str:
-    """``①``..``⑳`` → the number and a pause (``①准备`` → ``一,准备``); run before NFKC, which
-    would make them plain digits."""
-    return re.sub(r"[\u2460-\u2473]", lambda m: int_to_chinese(str(ord(m.group(0)) - 0x245F)) + ",", text)
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+_POWER_WORDS = {"2": "平方", "3": "立方"}
+
+
+def _power(m: re.Match) -> str:
+    base, exponent = m.group(1), m.group(2).translate(_SUPERSCRIPTS)
+    if re.fullmatch(r"(?:k|c|m|d)?m", base):  # m², km³: units, read by the unit table
+        return base + exponent
+    if base.isdigit() or exponent not in _POWER_WORDS:
+        return f"{base}的{exponent}次方"
+    return f"{base}的{_POWER_WORDS[exponent]}"
+
+
+def _vulgar_fraction(m: re.Match) -> str:
+    whole, fraction = m.group(1), unicodedata.normalize("NFKC", m.group(2))
+    numerator, _, denominator = fraction.partition("\u2044")
+    reading = int_to_chinese(denominator) + "分之" + int_to_chinese(numerator)
+    return (int_to_chinese(whole) + "又" if whole else "") + reading
+
+
+def before_nfkc(text: str) -> str:
+    """Characters that NFKC would turn into plain digits or letters, read first: circled numbers
+    (``①准备`` → ``一,准备``), Roman numerals (``第Ⅲ章`` → ``第三章``), superscript powers
+    (``10⁸`` → 十的八次方, ``x²`` → x的平方; ``m²`` stays a unit), vulgar fractions (``3½`` →
+    三又二分之一)."""
+    text = re.sub(r"[\u2460-\u2473]", lambda m: int_to_chinese(str(ord(m.group(0)) - 0x245F)) + ",", text)
+    text = re.sub(r"[\u2160-\u216b\u2170-\u217b]",
+                  lambda m: int_to_chinese(str(int(unicodedata.numeric(m.group(0))))), text)
+    text = re.sub(r"(\d+|[A-Za-z]+)([⁰¹²³⁴⁵⁶⁷⁸⁹]+)", _power, text)
+    return re.sub(r"(\d*)([\u00bc-\u00be\u2150-\u215e])", _vulgar_fraction, text)
 
 
 # (pattern, replacement) applied in order.
 _RULES: list[tuple[re.Pattern, object]] = [
+    (re.compile(r"(?:^|(?<=[\s,.!?;:]))[(]?(\d{1,2})[)](?=\s*\D)"),                        # 1) 准备
+     lambda m: int_to_chinese(m.group(1)) + ","),
+    (re.compile(r"(?<=[A-Za-z0-9])@(?=[A-Za-z0-9])"), " at "),                                 # e-mail
+    (re.compile(r"(?<=[A-Za-z0-9])\.(?=[A-Za-z]{2,})"), "点"),                                   # qq.com
     (re.compile(r"(?<=\d),(?=\d{3}(?!\d))"), ""),
     (re.compile(r"(?<!\d)(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})([日号])?(?!\d)"), _date),
     (re.compile(r"(?<!\d)(\d{4})\s*[-~～—–到至]\s*(\d{4})(?=年)"),
@@ -158,8 +191,9 @@ _RULES: list[tuple[re.Pattern, object]] = [
     (re.compile(rf"(-?)({_NUM})\s*‰"), lambda m: ("负" if m.group(1) else "") + "千分之" + _num(m.group(2))),
     (re.compile(rf"(-?)({_NUM})\s*°([CF])"),
      lambda m: ("零下" if m.group(1) else "") + _num(m.group(2)) + _UNITS["°" + m.group(3)]),
-    (re.compile(rf"(-?)({_NUM})\s*(km/h|m/s|km|cm|mm|kg|mg|ml|mL|m2|m3|m|g)(?![A-Za-z])"),
+    (re.compile(rf"(-?)({_NUM})\s*(km/h|m/s|km2|cm2|cm3|km|cm|mm|kg|mg|ml|mL|m2|m3|m|g)(?![A-Za-z])"),
      lambda m: ("负" if m.group(1) else "") + _num(m.group(2)) + _UNITS[m.group(3)]),
+    (re.compile(r"(?<=次方)\s*(km/h|m/s|km|kg|m|g)(?![A-Za-z])"), lambda m: _UNITS[m.group(1)]),  # 10⁸m/s
     (re.compile(rf"([¥$€£₩₽])\s*(-?)({_NUM})"), _currency),
     (re.compile(r"(\d+)(?:\.0+|(\.\d*[1-9])0+)(?=\s*元)"), lambda m: m.group(1) + (m.group(2) or "")),  # 8.50元
     (re.compile(rf"({_NUM})\s*°"), lambda m: _num(m.group(1)) + "度"),

@@ -13,7 +13,7 @@ tone → third tone (readings fixed by a context rule of ``text.zh_polyphones`` 
   otherwise 4.
 * 一: tone 1 at the end of a word, after 第, next to a digit (一二三, 十一, 三点一四) and before
   月/号 (dates); ``V一V`` → 5 (看一看); before a fourth tone → 2 (一样, 一个); otherwise 4 (一天).
-* neutral tone (5): second character of a reduplicated noun/verb/adjective (妈妈, 看看, 姐姐们;
+* neutral tone (5): second character of a reduplicated noun or verb (妈妈, 看看, 姐姐们;
   a third-tone verb doubled reads 2 + 5: 想想, 等等);
   final particles (吧 呢 啊 吗 ...); the structural particles 的/地/得 (read ``de5``); 了/着/过 as
   aspect particles; the erhua suffix 儿 (哪儿, not 女儿); 们/子 suffixes of pronouns and nouns;
@@ -214,7 +214,7 @@ def _neutral_sandhi(
                 tones[i] = base_tone(ch)
         return
     stem = text[:2] if len(text) == 2 or (len(text) == 3 and text[2] in "们儿") else ""
-    if _is_reduplication(stem) and pos[:1] in ("n", "v", "a") and stem[0] not in NUMERAL_DIGITS:
+    if _is_reduplication(stem) and pos[:1] in ("n", "v") and stem[0] not in NUMERAL_DIGITS:
         if pos[:1] == "v" and tones[0] == "3":
             tones[0] = "2"  # 想想, 等等: a third-tone verb doubled reads 2 + 5
         tones[1] = "5"  # 妈妈, 看看, 姐姐们

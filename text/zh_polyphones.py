@@ -54,6 +54,8 @@ RULES = (
     Rule("转", "zhuan4", left=r"(?:绕着|围着|绕|团团|打|在|直)$"),
     Rule("转", "zhuan4", right=r"(?:了|过)?[零一二三四五六七八九十两几百半]+(?:度|圈|周)"),  # 转了三十度
     Rule("转", "zhuan4", right=r"(?:圈|盘|悠|速|来转去|个不停|着|" + _END + ")", alone=True),
+    # 尽: jìn "exhausted" at the end of a clause (白日依山尽)
+    Rule("尽", "jin4", right=_END),
     # 只: classifier after a numeral or demonstrative, unless it starts 只是/只有...
     Rule("只", "zhi1", left=r"[" + _NUMERAL + r"]$", right=r"(?!是|有|要|能|会|好|想|不|在|得|剩|为|怕)"),
     # 落: là "leave behind" in 把 ... 落在/落下

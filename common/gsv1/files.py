@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from common.checkpoint import Checkpoint, CheckpointError
-from common.config import S1Config, S2Config, from_dict
+from common.config import ConfigError, S1Config, S2Config, from_dict, to_dict
 from common.gsv1.configs import (
     discriminator_config,
     s1_config_from_v1,
@@ -105,10 +105,8 @@ def checkpoint_from_v1(raw: Mapping, path: str | Path, kind: str) -> Checkpoint:
         else:
             raise CheckpointError(f"{source}: this is a GPT-SoVITS v1 discriminator (only D weights); pass it "
                                   "to train_s2.py with --init-d, together with the generator in --init")
-    except KeyMapError as err:
+    except (KeyMapError, ConfigError) as err:
         raise CheckpointError(str(err)) from None
-    from common.config import to_dict
-
     return Checkpoint(stage=stage, step=step, epoch=epoch, config=to_dict(cfg), symbols_md5=SYMBOLS_MD5,
                       models=models, extra=extra, path=Path(path))
 

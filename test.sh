@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite from a fresh machine: installs what is missing (setup_env.sh), then runs pytest on the CPU.
+#   bash test.sh                 # the whole suite (about 10 minutes on 2 cores)
+#   bash test.sh tests/test_demo.py -k quick   # any pytest arguments
+set -euo pipefail
+cd "$(dirname "$0")"
+bash setup_env.sh requirements-dev.txt
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec python3 -m pytest -x -q "$@"

@@ -23,7 +23,7 @@ from common.training import spectrogram_image
 from modules.spectrogram import MelSpectrogram
 
 COLOURS = ((230, 230, 230), (255, 170, 60), (90, 200, 255), (140, 255, 120), (255, 100, 200))
-TITLE_H, ENVELOPE_H, MARGIN = 16, 120, 4
+TITLE_H, ENVELOPE_H, MARGIN, MIN_WIDTH = 16, 120, 4, 560
 
 
 def _mel(wav: np.ndarray, sample_rate: int, hop: int) -> np.ndarray:
@@ -37,7 +37,7 @@ def write_panels(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], sam
     import io
 
     mels = [_mel(w, sample_rate, hop) for _, w in panels]
-    width = max(m.shape[1] for m in mels) * scale + 2 * MARGIN
+    width = max(max(m.shape[1] for m in mels) * scale + 2 * MARGIN, MIN_WIDTH)
     mel_h = mels[0].shape[0] * scale
     height = len(panels) * (TITLE_H + mel_h) + TITLE_H + ENVELOPE_H + MARGIN
     img = Image.new("RGB", (width, height), (0, 0, 0))

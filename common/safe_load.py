@@ -15,6 +15,7 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,8 @@ def _plain(x: Any) -> Any:
         if isinstance(state, tuple) and len(state) == 2:  # (dict_state, slot_state) form
             state = {**(state[0] or {}), **(state[1] or {})}
         return {k: _plain(v) for k, v in dict(state or {}).items()}
-    if isinstance(x, dict) and not isinstance(x, torch.Tensor):
-        out = type(x)() if type(x) is not dict else {}
+    if isinstance(x, dict):
+        out = OrderedDict() if isinstance(x, OrderedDict) else {}
         for k, v in x.items():
             out[k] = _plain(v)
         return out

@@ -27,6 +27,7 @@ from torch import Tensor
 from common.checkpoint import Checkpoint, CheckpointError
 from common.config import ConfigError, S1Config, S2Config, from_dict, to_dict
 from common.gsv1.configs import (
+    V1_N_SYMBOLS,
     discriminator_config,
     s1_config_from_v1,
     s2_config_from_v1,
@@ -78,6 +79,9 @@ def _tensors(raw: Mapping, source: str) -> dict[str, Tensor]:
 def checkpoint_from_v1(raw: Mapping, path: str | Path, kind: str) -> Checkpoint:
     """Our ``Checkpoint`` (fp32, our names, derived config) for a loaded v1 S1 or S2-generator file."""
     source = str(path)
+    if len(SYMBOLS) != V1_N_SYMBOLS:
+        raise CheckpointError(f"{source}: a GPT-SoVITS v1 file needs v1's {V1_N_SYMBOLS}-symbol phoneme table, but "
+                              f"this code's has {len(SYMBOLS)}")
     config = raw.get("config") if isinstance(raw.get("config"), Mapping) else {}
     weight = _tensors(raw, source)
     step, epoch = _info_numbers(raw.get("info"))

@@ -124,20 +124,28 @@ class Measure:
     untrained: float
     higher_is_better: bool
     target: float | None = None  # the ideal value when it is neither end of the scale (a ratio of 1)
+    margin: float = 0.0  # the least gain that counts as learned (in the measure's units; |log| for a target)
 
     def distance(self, value: float) -> float:
         return abs(math.log(max(value, 1e-6) / self.target)) if self.target is not None else value
 
     @property
-    def improved(self) -> bool:
+    def gain(self) -> float:
+        """How much better the trained model is (negative: worse)."""
         if self.target is not None:
-            return self.distance(self.trained) < self.distance(self.untrained)
-        return self.trained > self.untrained if self.higher_is_better else self.trained < self.untrained
+            return self.distance(self.untrained) - self.distance(self.trained)
+        return self.trained - self.untrained if self.higher_is_better else self.untrained - self.trained
+
+    @property
+    def improved(self) -> bool:
+        """Better than the untrained model by more than ``margin``."""
+        return self.gain > self.margin
 
     def row(self) -> str:
         better = ("closer to 1" if self.target is not None
                   else "higher is better" if self.higher_is_better else "lower is better")
-        verdict = "learned" if self.improved else "NOT better than untrained"
+        verdict = ("learned" if self.improved else "worse than untrained" if self.gain < -self.margin
+                   else "no clear change")
         return f"{self.name:<42} {self.trained:>9.3f} {self.untrained:>11.3f}   {better:<17} {verdict}"
 
 

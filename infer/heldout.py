@@ -62,16 +62,18 @@ class HeldOutReport:
     @property
     def measures(self) -> list[Measure]:
         t, u = self.trained, self.untrained
-        rows = [Measure("S2 resynthesis log-mel L1", t.s2_prior["mel_l1"], u.s2_prior["mel_l1"], False),
-                Measure("S2 resynthesis envelope correlation", t.s2_prior["env_corr"], u.s2_prior["env_corr"], True)]
+        rows = [Measure("S2 resynthesis log-mel L1", t.s2_prior["mel_l1"], u.s2_prior["mel_l1"], False, margin=0.1),
+                Measure("S2 resynthesis envelope correlation", t.s2_prior["env_corr"], u.s2_prior["env_corr"], True,
+                        margin=0.1)]
         if t.s2_posterior is not None and u.s2_posterior is not None:
             rows += [Measure("S2 posterior-path log-mel L1 (ceiling)", t.s2_posterior["mel_l1"],
-                             u.s2_posterior["mel_l1"], False),
+                             u.s2_posterior["mel_l1"], False, margin=0.1),
                      Measure("S2 posterior-path envelope corr (ceiling)", t.s2_posterior["env_corr"],
-                             u.s2_posterior["env_corr"], True)]
-        rows += [Measure("S1 teacher-forced top-1 accuracy", t.s1_top1, u.s1_top1, True),
-                 Measure("S1 generated / true token count", t.token_ratio, u.token_ratio, False, target=1.0),
-                 Measure("TTS vs recording MCD-DTW (dB)", t.mcd, u.mcd, False)]
+                             u.s2_posterior["env_corr"], True, margin=0.1)]
+        rows += [Measure("S1 teacher-forced top-1 accuracy", t.s1_top1, u.s1_top1, True, margin=0.02),
+                 Measure("S1 generated / true token count", t.token_ratio, u.token_ratio, False, target=1.0,
+                         margin=0.1),
+                 Measure("TTS vs recording MCD-DTW (dB)", t.mcd, u.mcd, False, margin=1.0)]
         return rows
 
     def as_dict(self) -> dict:

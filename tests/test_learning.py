@@ -75,8 +75,10 @@ def test_measure_verdicts_and_table():
     assert not Measure("l1", 2.0, 1.0, higher_is_better=False).improved
     assert Measure("ratio", 1.2, 4.0, higher_is_better=False, target=1.0).improved
     assert not Measure("ratio", 0.2, 1.5, higher_is_better=False, target=1.0).improved  # 5x short vs 1.5x long
-    table = format_measures([Measure("corr", 0.8, 0.1, True), Measure("l1", 2.0, 1.0, False)])
-    assert "learned" in table and "NOT better than untrained" in table
+    assert not Measure("corr", 0.12, 0.1, True, margin=0.1).improved  # within the margin: not learned
+    table = format_measures([Measure("corr", 0.8, 0.1, True), Measure("l1", 2.0, 1.0, False),
+                             Measure("l1", 0.99, 1.0, False, margin=0.1)])
+    assert "learned" in table and "worse than untrained" in table and "no clear change" in table
 
 
 def test_panels_png_has_one_band_per_signal(tmp_path, speech):

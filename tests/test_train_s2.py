@@ -69,7 +69,8 @@ def test_torchrun_trains_checkpoints_and_resumes(s2_dump: S2Dump, tmp_path: Path
 
     board = read_tensorboard(run_dir)
     scalars = board.Tags()["scalars"]
-    for tag in (*STEP_KEYS, "lr", "throughput/frames_per_s", "throughput/steps_per_s", "val/mel_l1"):
+    for tag in (*STEP_KEYS, "lr", "throughput/frames_per_s", "throughput/steps_per_s", "val/mel_l1",
+                "val/env_corr", "val/posterior/mel_l1", "val/posterior/env_corr"):  # prior and posterior paths apart
         assert tag in scalars, tag
     assert [e.step for e in board.Scalars("loss/g/mel")] == [2, 4, 6, 8]  # the resumed run continues the count
     assert [e.step for e in board.Scalars("val/mel_l1")] == [0, 4, 8]

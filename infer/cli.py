@@ -23,13 +23,14 @@ from infer.errors import InferenceError
 from infer.reference import ReferenceAudio, ReferenceOptions, load_reference, reference_meta
 from infer.text_input import read_text, split_text
 from infer.tokens_file import TokensFile
+from modules.bert import BertError
 from modules.ssl import SSLError
 from s1.sampling import PRESETS
 from text.errors import MissingDependencyError, TextFrontendError
 
 log = logging.getLogger("infer")
 
-USER_ERRORS = (InferenceError, CheckpointError, AudioError, ConfigError, SSLError, TextFrontendError,
+USER_ERRORS = (InferenceError, CheckpointError, AudioError, ConfigError, SSLError, BertError, TextFrontendError,
                MissingDependencyError)
 
 PRESET_HELP = ("sampling preset: " + "; ".join(
@@ -78,6 +79,9 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
                    help="cuda, cuda:N, mps or cpu (default: the best available: CUDA, then MPS, then CPU)")
     g.add_argument("--ssl-model", default=None,
                    help="HuBERT folder or hub id (default: data.ssl_model of the S2 checkpoint's config)")
+    g.add_argument("--bert-model", default=None,
+                   help="BERT (masked-LM) folder or hub id, for S1 models with BERT features (default: "
+                        "data.bert_model of the S1 checkpoint's config)")
 
 
 def add_text_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -177,7 +181,7 @@ def text_to_tokens(args: argparse.Namespace) -> tuple[TTSEngine, ReferenceAudio,
     pieces = split_text(read_text(args.text, args.text_file), args.lang, args.max_chars)
     ref_opts = reference_options(args)
     check_reference_file(args.ref)
-    engine = TTSEngine.load(args.s1_ckpt, args.s2_ckpt, args.device, args.ssl_model)
+    engine = TTSEngine.load(args.s1_ckpt, args.s2_ckpt, args.device, args.ssl_model, args.bert_model)
     ref = load_reference(args.ref, engine.s2.sample_rate, ref_opts)
     prompt = engine.prompt(ref, args.ref_text, args.ref_lang or args.lang, ref_opts.silence_seconds)
     log.info("%d piece(s) to synthesize%s", len(pieces), "" if prompt.text else " (reference used for style only)")

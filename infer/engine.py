@@ -8,12 +8,13 @@
     # (decode_tokens_file and DecodeOptions: infer.decoder)
 
 Per piece the S1 input is ``prompt phonemes + piece phonemes`` and the prompt tokens (spec
-§6.6, GPT-SoVITS v1); all pieces are generated AS A BATCH (``s1.generate`` left-pads them),
-piece ``i`` sampling with seed ``seed + i`` so its tokens do not depend on the batch. EOS is
-blocked for ``min_new_tokens`` steps; each piece is capped at
-``ceil(max_tokens_per_phoneme * its phonemes)`` new tokens (failure mode 2). Only the NEW
-tokens and only the piece's own phonemes go to S2 (failure mode 4). A piece that comes back
-without tokens is an error naming it (failure mode 3).
+§6.6, GPT-SoVITS v1), plus, for S1 models with ``bert_dim > 0``, the BERT word features of
+the prompt text and the piece (``modules.bert``, concatenated the same way); all pieces are
+generated AS A BATCH (``s1.generate`` left-pads them), piece ``i`` sampling with seed
+``seed + i`` so its tokens do not depend on the batch. EOS is blocked for ``min_new_tokens``
+steps; each piece is capped at ``ceil(max_tokens_per_phoneme * its phonemes)`` new tokens
+(failure mode 2). Only the NEW tokens and only the piece's own phonemes go to S2 (failure
+mode 4). A piece that comes back without tokens is an error naming it (failure mode 3).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from infer.loading import LoadedS1, LoadedS2, check_pair, load_s1, load_s2, pick
 from infer.reference import ReferenceAudio, ReferenceOptions, prompt_tokens
 from infer.text_input import TextPiece, phonemize
 from infer.tokens_file import TokensFile
+from modules.bert import LoadedBert, bert_features_batch, load_bert_model
 from modules.ssl import SSLModel, load_ssl_model
 from s1.generate import LoopDetector, generate_detailed
 from s1.sampling import PRESETS, SamplingParams
@@ -90,24 +92,53 @@ class Prompt:
     text: str | None
     phone_ids: list[int]
     tokens: Tensor  # [P] int64, CPU
+    bert: Tensor | None = None  # [bert_dim, len(phone_ids)] BERT features (S1 models with bert_dim > 0)
 
 
 class TTSEngine:
-    """S1, S2 and the SSL model, loaded once (see the module docstring)."""
+    """S1, S2, the SSL model and (for S1 models with ``bert_dim > 0``) BERT, loaded once (see the module docstring)."""
 
-    def __init__(self, s1: LoadedS1, s2: LoadedS2, ssl: SSLModel | None):
-        self.s1, self.s2, self.ssl = s1, s2, ssl
+    def __init__(self, s1: LoadedS1, s2: LoadedS2, ssl: SSLModel | None, bert: LoadedBert | None = None):
+        self.s1, self.s2, self.ssl, self.bert = s1, s2, ssl, bert
         self.warnings = check_pair(s1, s2)
+        bert_dim = s1.cfg.model.bert_dim
+        if bert_dim > 0 and (bert is None or bert.hidden_size != bert_dim):
+            got = "none is loaded" if bert is None else f"{bert.source} has hidden size {bert.hidden_size}"
+            raise InferenceError(f"{s1.path} takes BERT features of width {bert_dim}, but {got}; pass the BERT "
+                                 "model it was trained with (--bert-model)")
 
     @classmethod
     def load(cls, s1_ckpt: str | Path, s2_ckpt: str | Path, device: str | torch.device | None = None,
-             ssl_model: str | None = None) -> TTSEngine:
-        """Load both checkpoints and the SSL model (``ssl_model``, default: the S2 config's ``data.ssl_model``)."""
+             ssl_model: str | None = None, bert_model: str | None = None) -> TTSEngine:
+        """Load both checkpoints, the SSL model (``ssl_model``, default: the S2 config's ``data.ssl_model``)
+        and, for an S1 model with ``bert_dim > 0``, BERT (``bert_model``, default: the S1 config's
+        ``data.bert_model``)."""
         dev = device if isinstance(device, torch.device) else pick_device(device)
         s2 = load_s2(s2_ckpt, dev)
         s1 = load_s1(s1_ckpt, dev)
         ssl = load_ssl_model(ssl_model or s2.cfg.data.ssl_model, dev)
-        return cls(s1, s2, ssl)
+        bert = load_bert_model(bert_model or s1.cfg.data.bert_model, dev) if s1.cfg.model.bert_dim > 0 else None
+        return cls(s1, s2, ssl, bert)
+
+    def bert_features(self, pieces: list[TextPiece]) -> list[Tensor] | None:
+        """BERT features ``[bert_dim, L_i]`` of each piece (batched), or None for an S1 model without them."""
+        if self.bert is None:
+            return None
+        if any(p.g2p is None for p in pieces):
+            raise InferenceError("BERT features need the text frontend's result of every piece (TextPiece.g2p)")
+        return bert_features_batch(self.bert, [p.g2p for p in pieces])
+
+    def _bert_rows(self, prompt: Prompt, chunk: list[TextPiece]) -> list[Tensor] | None:
+        """Per piece, S1's BERT input ``[P + L_i, bert_dim]``: the prompt's features, then the piece's."""
+        feats = self.bert_features(chunk)
+        if feats is None:
+            return None
+        head = prompt.bert
+        if head is None:
+            if prompt.phone_ids:
+                raise InferenceError("the prompt has phonemes but no BERT features (make it with TTSEngine.prompt)")
+            head = feats[0].new_zeros(feats[0].shape[0], 0)
+        return [torch.cat([head.to(f.device), f], dim=1).T for f in feats]
 
     def prompt(self, ref: ReferenceAudio, ref_text: str | None, lang: str,
                silence_seconds: float = ReferenceOptions.silence_seconds) -> Prompt:
@@ -124,7 +155,8 @@ class TTSEngine:
         tokens = prompt_tokens(ref, self.ssl, self.s2, silence_seconds)
         if tokens.numel() == 0:
             raise InferenceError(f"{ref.path}: the reference gave no prompt tokens")
-        return Prompt(text=piece.text, phone_ids=piece.ids, tokens=tokens)
+        feats = self.bert_features([piece])
+        return Prompt(text=piece.text, phone_ids=piece.ids, tokens=tokens, bert=None if feats is None else feats[0])
 
     def generate(self, pieces: list[TextPiece], prompt: Prompt, opts: GenerationOptions) -> TokensFile:
         """New tokens of every piece (batched S1 generation) as a ``TokensFile`` with metadata."""
@@ -138,7 +170,7 @@ class TTSEngine:
             chunk = pieces[start:start + opts.batch_size]
             phones = [torch.tensor(prompt.phone_ids + p.ids, dtype=torch.long) for p in chunk]
             result = generate_detailed(
-                model, phones, [prompt.tokens] * len(chunk), opts.sampling,
+                model, phones, [prompt.tokens] * len(chunk), opts.sampling, bert=self._bert_rows(prompt, chunk),
                 max_new_tokens=caps[start:start + len(chunk)], max_tokens_per_phoneme=None,
                 min_new_tokens=opts.min_new_tokens, seed=[opts.seed + start + i for i in range(len(chunk))],
                 loop_detector=LoopDetector() if opts.loop_detection else None)

@@ -82,8 +82,12 @@ def load_bert_model(name_or_path: str, device: str | torch.device = "cpu") -> Lo
                         f"missing (would be random): {', '.join(missing[:5])}")
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
         raise BertError(f"{source}: the tokenizer has no [CLS]/[SEP] tokens; expected a BERT-style tokenizer")
-    model.float().eval().to(device)
     cfg = model.config
+    n_layers = int(getattr(cfg, "num_hidden_layers", 0))
+    if n_layers + 1 < -HIDDEN_LAYER:  # hidden_states holds the embeddings plus one output per layer
+        raise BertError(f"{source}: {n_layers} layer(s); the features are hidden_states[{HIDDEN_LAYER}], "
+                        f"which needs a model of at least {-HIDDEN_LAYER - 1} layers")
+    model.float().eval().to(device)
     return LoadedBert(model=model, tokenizer=tokenizer, device=device, hidden_size=int(cfg.hidden_size),
                       max_positions=int(getattr(cfg, "max_position_embeddings", 512)), source=source)
 

@@ -148,6 +148,8 @@ def test_loading_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         load_bert_model("ar-vits-tests/no-such-bert")
     msg = str(err.value)
     assert "offline" in msg and "huggingface-cli download ar-vits-tests/no-such-bert" in msg and "--bert-model" in msg
+    with pytest.raises(BertError, match="1 layer.*at least 2 layers"):
+        load_bert_model(str(make_tiny_bert(tmp_path / "one-layer", n_layers=1)))
 
 
 def test_config_needs_a_bert_model_when_bert_dim_is_set() -> None:

@@ -12,16 +12,18 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.audio import AudioError, audio_info
 from common.checkpoint import CheckpointError
 from common.config import ConfigError, S1InferenceConfig
 from infer.decoder import DEFAULT_BATCH_SIZE, DEFAULT_NOISE_SCALE, DEFAULT_PAUSE_SECONDS, DecodeOptions
-from infer.engine import GenerationOptions, TTSEngine, sampling_params
+from infer.engine import GenerationOptions, Prompt, TTSEngine, sampling_params
 from infer.errors import InferenceError
 from infer.reference import ReferenceAudio, ReferenceOptions, load_reference, reference_meta
-from infer.text_input import read_text, split_text
+from infer.rules import RULES, RULES_HELP, get_rules
+from infer.text_input import TextPiece, read_text, split_text
 from infer.tokens_file import TokensFile
 from modules.bert import BertError
 from modules.ssl import SSLError
@@ -37,7 +39,8 @@ PRESET_HELP = ("sampling preset: " + "; ".join(
     f"{name} (top_k {p.top_k}" + (", argmax" if p.greedy else f", top_p {p.top_p}, temperature {p.temperature}")
     + f", penalty {p.repetition_penalty})" for name, p in PRESETS.items())
     + ". stable: fewest skipped/repeated words; gshead: GPT-SoVITS HEAD defaults; expressive: livelier, riskier; "
-      "greedy: deterministic. Without --preset the S1 checkpoint's inference section is used")
+      "greedy: deterministic; gsv1: GPT-SoVITS v1 WebUI defaults. Without --preset the S1 checkpoint's "
+      "inference section is used (under --rules gsv1: the gsv1 preset)")
 
 
 class _StderrHandler(logging.Handler):
@@ -111,6 +114,7 @@ def add_reference_args(p: argparse.ArgumentParser, required: bool = True) -> Non
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("S1 sampling")
+    g.add_argument("--rules", choices=sorted(RULES), default=None, help=RULES_HELP)
     g.add_argument("--preset", choices=sorted(PRESETS), default=None, help=PRESET_HELP)
     g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (overrides the preset)")
     g.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold in (0, 1]")
@@ -118,11 +122,13 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repetition-penalty", type=float, default=None,
                    help="penalty on tokens already present (prompt included); 1 = off")
     g.add_argument("--min-new-tokens", type=int, default=None,
-                   help="EOS is blocked for this many tokens (default: the checkpoint's inference.min_new_tokens)")
+                   help="EOS is blocked for this many tokens (default: the checkpoint's inference.min_new_tokens; "
+                        "1 under --rules gsv1)")
     g.add_argument("--max-tokens-per-phoneme", type=float, default=None,
                    help="cap on new tokens per phoneme of a piece (default: inference.max_tokens_per_phoneme)")
     g.add_argument("--no-loop-detector", action="store_true",
-                   help="do not stop pieces whose tokens start repeating a short pattern")
+                   help="do not stop pieces that say the same syllable or phrase again and again (s1/loops.py; "
+                        "pauses and held sounds are never stopped)")
 
 
 def add_decode_args(p: argparse.ArgumentParser, seed_help: str) -> None:
@@ -156,14 +162,24 @@ def reference_options(args: argparse.Namespace, base: dict | None = None) -> Ref
         raise InferenceError(f"reference options {values}: {e}") from None
 
 
+def inference_rules(args: argparse.Namespace, defaults: S1InferenceConfig) -> str:
+    """``--rules``, else the S1 checkpoint's ``inference.rules``."""
+    return getattr(args, "rules", None) or defaults.rules
+
+
 def generation_options(args: argparse.Namespace, defaults: S1InferenceConfig) -> GenerationOptions:
-    params = sampling_params(defaults, args.preset, args.top_k, args.top_p, args.temperature, args.repetition_penalty)
+    """Options from the CLI over the checkpoint's ``inference`` section, with the rule set's own defaults
+    (gsv1: preset gsv1, EOS blocked at the first step only) between the two."""
+    rules = get_rules(inference_rules(args, defaults))
+    params = sampling_params(defaults, args.preset or rules.preset, args.top_k, args.top_p, args.temperature,
+                             args.repetition_penalty)
+    min_new = rules.min_new_tokens if rules.min_new_tokens is not None else defaults.min_new_tokens
     return GenerationOptions(
         sampling=params, seed=args.seed if args.seed is not None else 0,
-        min_new_tokens=defaults.min_new_tokens if args.min_new_tokens is None else args.min_new_tokens,
+        min_new_tokens=min_new if args.min_new_tokens is None else args.min_new_tokens,
         max_tokens_per_phoneme=(defaults.max_tokens_per_phoneme if args.max_tokens_per_phoneme is None
                                 else args.max_tokens_per_phoneme),
-        loop_detection=not args.no_loop_detector, batch_size=args.batch_size)
+        loop_detection=not args.no_loop_detector, batch_size=args.batch_size, rules=rules.name)
 
 
 def decode_options(args: argparse.Namespace, seed: int) -> DecodeOptions:
@@ -176,18 +192,40 @@ def check_reference_file(path: str | Path) -> None:
     audio_info(path)
 
 
+@dataclass
+class Prepared:
+    """Everything S1 needs, from the arguments: models, reference, text pieces, prompt, options."""
+
+    engine: TTSEngine
+    ref: ReferenceAudio
+    ref_opts: ReferenceOptions
+    pieces: list[TextPiece]
+    prompt: Prompt
+    gen_opts: GenerationOptions
+
+
 def text_to_tokens(args: argparse.Namespace) -> tuple[TTSEngine, ReferenceAudio, TokensFile]:
     """The shared S1 half of tts.py and s1_infer.py: text + reference -> tokens of every piece."""
+    prep = prepare(args)
+    tf = prep.engine.generate(prep.pieces, prep.prompt, prep.gen_opts)
+    tf.meta.update(reference_meta(prep.ref, prep.ref_opts, args.lang))
+    return prep.engine, prep.ref, tf
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    """Text pieces, checks, models, reference and prompt from the arguments (before any generation)."""
     pieces = split_text(read_text(args.text, args.text_file), args.lang, args.max_chars)
     ref_opts = reference_options(args)
     check_reference_file(args.ref)
     engine = TTSEngine.load(args.s1_ckpt, args.s2_ckpt, args.device, args.ssl_model, args.bert_model)
     ref = load_reference(args.ref, engine.s2.sample_rate, ref_opts)
-    prompt = engine.prompt(ref, args.ref_text, args.ref_lang or args.lang, ref_opts.silence_seconds)
+    gen_opts = generation_options(args, engine.s1.cfg.inference)
+    if gen_opts.rules != "ours":
+        log.info("S1 inference rules: %s (GPT-SoVITS v1: first token dropped, EOS blocked at the first step only, "
+                 "v1 prompt audio); --rules ours to change", gen_opts.rules)
+    prompt = engine.prompt(ref, args.ref_text, args.ref_lang or args.lang, ref_opts.silence_seconds, gen_opts.rules)
     log.info("%d piece(s) to synthesize%s", len(pieces), "" if prompt.text else " (reference used for style only)")
-    tf = engine.generate(pieces, prompt, generation_options(args, engine.s1.cfg.inference))
-    tf.meta.update(reference_meta(ref, ref_opts, args.lang))
-    return engine, ref, tf
+    return Prepared(engine=engine, ref=ref, ref_opts=ref_opts, pieces=pieces, prompt=prompt, gen_opts=gen_opts)
 
 
 def output_path(path: str | Path) -> Path:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -29,14 +30,17 @@ import torch
 from torch import Tensor
 
 from common.config import S1InferenceConfig
+from infer.decoder import DecodeOptions
 from infer.errors import GenerationError, InferenceError
 from infer.loading import LoadedS1, LoadedS2, check_pair, load_s1, load_s2, pick_device
 from infer.reference import ReferenceAudio, ReferenceOptions, prompt_tokens
+from infer.rules import get_rules, gsv1_prompt_tokens, librosa_style_load
+from infer.stream import PieceStreamer, StreamOptions
 from infer.text_input import TextPiece, phonemize
 from infer.tokens_file import TokensFile
 from modules.bert import LoadedBert, bert_features_batch, load_bert_model
 from modules.ssl import SSLModel, load_ssl_model
-from s1.generate import LoopDetector, generate_detailed
+from s1.generate import GenerationResult, LoopDetector, StepTokens, generate_steps, run_to_end
 from s1.sampling import PRESETS, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -63,7 +67,7 @@ def sampling_params(defaults: S1InferenceConfig, preset: str | None = None, top_
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How S1 samples; ``batch_size`` pieces are generated together."""
+    """How S1 samples; ``batch_size`` pieces are generated together; ``rules``: "ours" or "gsv1" (infer/rules.py)."""
 
     sampling: SamplingParams
     seed: int = 0
@@ -71,8 +75,10 @@ class GenerationOptions:
     max_tokens_per_phoneme: float = 8.0
     loop_detection: bool = True
     batch_size: int = 16
+    rules: str = "ours"
 
     def __post_init__(self) -> None:
+        get_rules(self.rules)
         if self.min_new_tokens < 0:
             raise InferenceError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
         if self.max_tokens_per_phoneme <= 0:
@@ -141,18 +147,26 @@ class TTSEngine:
         return [torch.cat([head.to(f.device), f], dim=1).T for f in feats]
 
     def prompt(self, ref: ReferenceAudio, ref_text: str | None, lang: str,
-               silence_seconds: float = ReferenceOptions.silence_seconds) -> Prompt:
-        """Prompt phonemes + tokens, or an empty prompt when the reference is for style only."""
+               silence_seconds: float = ReferenceOptions.silence_seconds, rules: str = "ours") -> Prompt:
+        """Prompt phonemes + tokens, or an empty prompt when the reference is for style only.
+
+        ``rules="gsv1"``: v1 final punctuation of the transcript and v1 prompt audio (infer/rules.py).
+        """
+        rule = get_rules(rules)
         empty = Prompt(text=None, phone_ids=[], tokens=torch.zeros(0, dtype=torch.long))
         if ref_text is None or not ref_text.strip():
             log.info("no --ref-text: the reference gives the voice style only (no text/audio prompt)")
             return empty
         if ref.style_only:
             return empty
-        piece = phonemize(ref_text, lang, f"reference text {ref_text!r}")
+        piece = phonemize(ref_text, lang, f"reference text {ref_text!r}", rule.final_marks)
         if self.ssl is None:
             raise InferenceError("a text/audio prompt needs the SSL model, but none is loaded")
-        tokens = prompt_tokens(ref, self.ssl, self.s2, silence_seconds)
+        if rule.v1_prompt_audio:
+            wav16k = librosa_style_load(ref.path)  # the whole file; a cut window is style-only (no prompt)
+            tokens = gsv1_prompt_tokens(wav16k, self.ssl, self.s2)
+        else:
+            tokens = prompt_tokens(ref, self.ssl, self.s2, silence_seconds)
         if tokens.numel() == 0:
             raise InferenceError(f"{ref.path}: the reference gave no prompt tokens")
         feats = self.bert_features([piece])
@@ -162,41 +176,87 @@ class TTSEngine:
         """New tokens of every piece (batched S1 generation) as a ``TokensFile`` with metadata."""
         if not pieces:
             raise InferenceError("no text pieces to synthesize")
-        model = self.s1.model
         caps = opts.caps(pieces)
         tokens: list[Tensor] = []
         reasons: list[str] = []
         for start in range(0, len(pieces), opts.batch_size):
             chunk = pieces[start:start + opts.batch_size]
-            phones = [torch.tensor(prompt.phone_ids + p.ids, dtype=torch.long) for p in chunk]
-            result = generate_detailed(
-                model, phones, [prompt.tokens] * len(chunk), opts.sampling, bert=self._bert_rows(prompt, chunk),
-                max_new_tokens=caps[start:start + len(chunk)], max_tokens_per_phoneme=None,
-                min_new_tokens=opts.min_new_tokens, seed=[opts.seed + start + i for i in range(len(chunk))],
-                loop_detector=LoopDetector() if opts.loop_detection else None)
+            result = run_to_end(self._s1_steps(chunk, start, prompt, opts, caps[start:start + len(chunk)]))
             tokens += result.tokens
             reasons += result.stop_reasons
         rate = self.s2.token_rate
-        for i, (p, t, r) in enumerate(zip(pieces, tokens, reasons)):
-            if t.numel() == 0:
-                raise GenerationError(f"text piece {i + 1} {p.text!r}: S1 generated no tokens (it stopped at once); "
-                                      "try another --seed or --preset, or a higher --min-new-tokens")
-            log.info("piece %d/%d: %d tokens (%.2f s), stop: %s — %s", i + 1, len(pieces), t.numel(),
-                     t.numel() / rate, r, p.text)
-            if r == "length":
-                log.warning("warning: piece %d reached its cap of %d tokens without ending; the audio may run on "
-                            "(try --preset stable or another --seed)", i + 1, caps[i])
-            elif r == "loop":
-                log.warning("warning: piece %d started repeating itself and was cut", i + 1)
+        for i, (t, r) in enumerate(zip(tokens, reasons)):
+            self._report_piece(i, pieces, t, r, caps[i])
         meta = {
             "s1_checkpoint": str(self.s1.path), "s1_step": self.s1.step,
             "s2_checkpoint": str(self.s2.path), "s2_step": self.s2.step,
             "seed": opts.seed, "sampling": asdict(opts.sampling), "min_new_tokens": opts.min_new_tokens,
             "max_tokens_per_phoneme": opts.max_tokens_per_phoneme, "loop_detection": opts.loop_detection,
-            "batch_size": opts.batch_size, "token_rate": rate, "codebook_size": self.s2.codebook_size,
+            "batch_size": opts.batch_size, "rules": opts.rules, "token_rate": rate,
+            "codebook_size": self.s2.codebook_size,
             "sample_rate": self.s2.sample_rate, "prompt_text": prompt.text, "prompt_tokens": int(prompt.tokens.numel()),
             "pieces": [p.text for p in pieces], "stop_reasons": reasons,
         }
         return TokensFile(tokens=[t.numpy() for t in tokens], phones=[np.array(p.ids, dtype=np.int64) for p in pieces],
                           meta=meta)
+
+    def _s1_steps(self, chunk: list[TextPiece], start: int, prompt: Prompt, opts: GenerationOptions,
+                  caps: list[int]) -> Generator[StepTokens, None, GenerationResult]:
+        """S1 generation of ``chunk`` (pieces ``start``, ``start + 1``, ... ; piece ``i`` samples with seed
+        ``opts.seed + i``), step by step (``s1.generate.generate_steps``)."""
+        phones = [torch.tensor(prompt.phone_ids + p.ids, dtype=torch.long) for p in chunk]
+        return generate_steps(
+            self.s1.model, phones, [prompt.tokens] * len(chunk), opts.sampling, bert=self._bert_rows(prompt, chunk),
+            max_new_tokens=caps, max_tokens_per_phoneme=None, min_new_tokens=opts.min_new_tokens,
+            seed=[opts.seed + start + i for i in range(len(chunk))],
+            loop_detector=LoopDetector() if opts.loop_detection else None,
+            drop_first_token=get_rules(opts.rules).drop_first_token)
+
+    def _report_piece(self, i: int, pieces: list[TextPiece], tokens: Tensor, reason: str, cap: int) -> None:
+        """Log piece ``i``'s outcome; an empty piece is a ``GenerationError``."""
+        p = pieces[i]
+        if tokens.numel() == 0:
+            raise GenerationError(f"text piece {i + 1} {p.text!r}: S1 generated no tokens (it stopped at once); "
+                                  "try another --seed or --preset, or a higher --min-new-tokens")
+        log.info("piece %d/%d: %d tokens (%.2f s), stop: %s — %s", i + 1, len(pieces), tokens.numel(),
+                 tokens.numel() / self.s2.token_rate, reason, p.text)
+        if reason == "length":
+            log.warning("warning: piece %d reached its cap of %d tokens without ending; the audio may run on "
+                        "(try --preset stable or another --seed)", i + 1, cap)
+        elif reason == "loop":
+            log.warning("warning: piece %d started repeating itself and was cut", i + 1)
+
+    def stream(self, pieces: list[TextPiece], prompt: Prompt, opts: GenerationOptions, ref_spec: Tensor | None,
+               decode: DecodeOptions, stream: StreamOptions | None = None) -> Iterator[np.ndarray]:
+        """Audio of the pieces in chunks (float32 [n] at the S2 rate) while S1 is still generating.
+
+        Piece ``i`` is generated alone with seed ``opts.seed + i`` (the tokens ``generate`` gives it)
+        and decoded by an ``infer.stream.PieceStreamer`` with noise seed ``decode.seed + i``;
+        ``decode.pause_seconds`` of silence between pieces (a chunk of its own). ref_spec: [1, F, T_ref]
+        or None. Joined, the chunks approximate ``decode_tokens_file(generate(...))`` (``infer.stream``).
+        """
+        if not pieces:
+            raise InferenceError("no text pieces to synthesize")
+        stream = stream or StreamOptions()
+        ge = None if ref_spec is None else self.s2.generator.style(ref_spec.to(self.s2.device))
+        caps = opts.caps(pieces)
+        pause = np.zeros(int(round(decode.pause_seconds * self.s2.sample_rate)), dtype=np.float32)
+        for i, piece in enumerate(pieces):
+            if i and len(pause):
+                yield pause
+            streamer = PieceStreamer(self.s2, torch.tensor(piece.ids), ge, decode.seed + i, decode.noise_scale, stream)
+            steps = self._s1_steps([piece], i, prompt, opts, [caps[i]])
+            while True:
+                try:
+                    step = next(steps)
+                except StopIteration as stop:
+                    result: GenerationResult = stop.value
+                    break
+                chunk = streamer.push(step.tokens(0))
+                if len(chunk):
+                    yield chunk
+            self._report_piece(i, pieces, result.tokens[0], result.stop_reasons[0], caps[i])
+            chunk = streamer.push(result.tokens[0], final=True)
+            if len(chunk):
+                yield chunk
 

@@ -14,49 +14,28 @@ step (reference path for tests and benchmarks). Finished rows are dropped from t
 
 Stopping, per row: a sampled EOS, or (``stop_on_argmax_eos``, GPT-SoVITS behaviour) EOS
 being the argmax of the penalised logits; the row's length cap; the optional loop
-detector. EOS is blocked (logit -inf) for the first ``min_new_tokens`` steps. Returned
-tokens are exactly the newly generated ones: no prompt, no EOS.
+detector (``s1.loops``). EOS is blocked (logit -inf) for the first ``min_new_tokens`` steps. Returned
+tokens are exactly the newly generated ones: no prompt, no EOS; with ``drop_first_token``
+(GPT-SoVITS v1 rule, ``infer/rules.py``) the first generated token is sampled and fed back
+as usual but left out of the result (and of the length cap).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from s1.loops import LoopDetector
 from s1.model import Text2Semantic, prefix_lm_mask
 from s1.sampling import SamplingParams, apply_repetition_penalty_, pick_tokens, token_presence
 
 DEFAULT_TOKENS_PER_PHONEME = 10.0  # 25 Hz tokens; speech runs ~3-25 phonemes/s, so < 8.3 tokens/phoneme
-
-
-@dataclass
-class LoopDetector:
-    """Stops a row whose last ``min_span`` tokens repeat a pattern of period <= ``max_period``.
-
-    The repeated stretch is cut back to a single period. Default span 75 tokens = 3 s at 25 Hz.
-    """
-
-    max_period: int = 16
-    min_span: int = 75
-
-    def check(self, tokens: list[int]) -> int | None:
-        """Return how many tokens to keep if ``tokens`` ends in a loop, else None."""
-        n = len(tokens)
-        if n < self.min_span:
-            return None
-        tail = tokens[n - self.min_span :]
-        for p in range(1, min(self.max_period, self.min_span // 2) + 1):
-            if tail[p:] == tail[:-p]:
-                start = n - self.min_span
-                while start > 0 and tokens[start - 1] == tokens[start - 1 + p]:
-                    start -= 1
-                return start + p
-        return None
 
 
 @dataclass
@@ -151,8 +130,28 @@ def _row_caps(
     return [max(1, int(c)) for c in caps]
 
 
+@dataclass
+class StepTokens:
+    """What ``generate_steps`` yields after each step: the rows' tokens so far (live lists, no copy).
+
+    ``tokens(i)``: row ``i``'s new tokens so far (as the result will hold them); ``finished(i)``:
+    whether row ``i`` has stopped. The loop detector may shorten a row's list when it cuts a loop.
+    """
+
+    out: list[list[int]]
+    reasons: list[str]
+    drop: int
+    step: int
+
+    def tokens(self, row: int) -> list[int]:
+        return self.out[row][self.drop:]
+
+    def finished(self, row: int) -> bool:
+        return bool(self.reasons[row])
+
+
 @torch.inference_mode()
-def generate_detailed(
+def generate_steps(
     model: Text2Semantic,
     phones: Sequence[Tensor],
     prompt_tokens: Sequence[Tensor] | None,
@@ -166,8 +165,10 @@ def generate_detailed(
     use_cache: bool = True,
     stop_on_argmax_eos: bool = True,
     loop_detector: LoopDetector | None = None,
-) -> GenerationResult:
-    """Generate semantic tokens for a batch of rows; see ``generate`` for the arguments."""
+    drop_first_token: bool = False,
+) -> Generator[StepTokens, None, GenerationResult]:
+    """Generate semantic tokens for a batch of rows, yielding ``StepTokens`` after every step (for
+    streaming) and returning the ``GenerationResult``; see ``generate`` for the arguments."""
     n_rows = len(phones)
     prompts = list(prompt_tokens) if prompt_tokens is not None else [torch.zeros(0, dtype=torch.long)] * n_rows
     _check_inputs(model, phones, prompts, bert)
@@ -178,6 +179,7 @@ def generate_detailed(
 
     device = next(model.parameters()).device
     eos = model.eos_id
+    drop = int(drop_first_token)
     t_start = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -235,10 +237,11 @@ def generate_detailed(
                         del out[g][n_keep:]
                         reasons[g] = "loop"
                         continue
-                if len(out[g]) >= caps[g]:
+                if len(out[g]) - drop >= caps[g]:
                     reasons[g] = "length"
                     continue
                 keep.append(r)
+            yield StepTokens(out, reasons, drop, step)
             if not keep:
                 break
             seen.scatter_(1, tok[:, None], True)
@@ -268,12 +271,27 @@ def generate_detailed(
         model.transformer.reset_cache()
         model.train(was_training)
     return GenerationResult(
-        tokens=[torch.tensor(o, dtype=torch.long) for o in out],
+        tokens=[torch.tensor(o[drop:], dtype=torch.long) for o in out],
         stop_reasons=reasons,
         prefill_s=t_first - t_start,
         decode_s=t_end - t_first,
         decode_steps=step,
     )
+
+
+def generate_detailed(model: Text2Semantic, phones: Sequence[Tensor], prompt_tokens: Sequence[Tensor] | None,
+                      params: SamplingParams, **options: Any) -> GenerationResult:
+    """``generate_steps`` run to the end (``options``: its keyword arguments): the ``GenerationResult``."""
+    return run_to_end(generate_steps(model, phones, prompt_tokens, params, **options))
+
+
+def run_to_end(steps: Generator[StepTokens, None, GenerationResult]) -> GenerationResult:
+    """Drive a ``generate_steps`` generator to its end and return its ``GenerationResult``."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
 
 
 def generate(
@@ -290,6 +308,7 @@ def generate(
     use_cache: bool = True,
     stop_on_argmax_eos: bool = True,
     loop_detector: LoopDetector | None = None,
+    drop_first_token: bool = False,
 ) -> list[Tensor]:
     """Continue each row's prompt tokens; return ONLY the new tokens per row (CPU LongTensors).
 
@@ -308,6 +327,9 @@ def generate(
         use_cache: False re-runs the whole sequence each step (slow reference path).
         stop_on_argmax_eos: also stop when EOS is the argmax of the penalised logits.
         loop_detector: optional ``LoopDetector`` that stops (and trims) a looping row.
+        drop_first_token: leave each row's first generated token out of the result (it is
+            still fed back and penalised); the caps count the returned tokens. For S1 models
+            trained with v1 alignment, which never learned to predict the first token.
 
     A row can come back empty (EOS right after ``min_new_tokens = 0`` steps); this function
     does not raise for it — the caller decides (tts treats it as an error).
@@ -325,4 +347,5 @@ def generate(
         use_cache=use_cache,
         stop_on_argmax_eos=stop_on_argmax_eos,
         loop_detector=loop_detector,
+        drop_first_token=drop_first_token,
     ).tokens

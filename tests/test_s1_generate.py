@@ -163,25 +163,21 @@ def test_length_caps() -> None:
     assert [len(t) for t in both] == [6, 5, 6]
 
 
-def test_loop_detector() -> None:
-    det = LoopDetector(max_period=4, min_span=9)
-    assert det.check([1, 2, 3, 4, 5, 6, 7, 8, 9]) is None
-    seq = [9, 8] + [1, 2, 3] * 4  # loop of period 3 starts at index 2
-    assert det.check(seq) == 2 + 3
-    assert det.check([5] * 3) is None  # shorter than the span
+def test_loop_detector_in_generation() -> None:
+    """A row that holds one token (a pause, a held vowel) runs to its cap; a looping row is cut (s1.loops)."""
     column = torch.zeros(CODEBOOK + 1)
     column[7] = 5.0
     column[CODEBOOK] = -100.0
     model = constant_hidden(tiny_model(), column)
     phones, prompts = rows()
     no_penalty = SamplingParams(greedy=True, repetition_penalty=1.0)
-    res = generate_detailed(
-        model, phones, prompts, no_penalty, max_new_tokens=100, loop_detector=LoopDetector(max_period=4, min_span=10)
-    )
-    assert [t.tolist() for t in res.tokens] == [[7]] * 3
-    assert res.stop_reasons == ["loop"] * 3
-    plain = generate(model, phones[:1], prompts[:1], no_penalty, max_new_tokens=30)
-    assert plain[0].tolist() == [7] * 30
+    res = generate_detailed(model, phones, prompts, no_penalty, max_new_tokens=100, max_tokens_per_phoneme=None,
+                            loop_detector=LoopDetector())
+    assert [t.tolist() for t in res.tokens] == [[7] * 100] * 3
+    assert res.stop_reasons == ["length"] * 3
+    cut = generate_detailed(model, phones[:1], prompts[:1], no_penalty, max_new_tokens=100, max_tokens_per_phoneme=None,
+                            loop_detector=LoopDetector(min_period=1, min_distinct=2, min_span=10))
+    assert cut.tokens[0].tolist() == [7] * 100  # one distinct token: never a loop, whatever the periods
 
 
 def test_bert_rows_batched_equals_per_item() -> None:

@@ -170,7 +170,7 @@ def part_s1(gs: gsr.GS, files: dict[int, Path], args: argparse.Namespace) -> dic
         diff = max(max_diff(a, b) for a, b in zip(gs_logits[:n], rec.logits[:n]))
         out[f"s1_{n_layer}L_greedy_tokens_identical"] = check(
             same, f">= {args.steps} of {args.steps}", same >= args.steps and same >= 300,
-            gs_tokens=len(gs_tokens), our_tokens=len(our_tokens))
+            gs_tokens=len(gs_tokens), our_tokens=len(our_tokens), distinct_tokens=len(set(our_tokens.tolist())))
         out[f"s1_{n_layer}L_logits_max_abs_diff"] = check(diff, f"<= {LOGITS_TARGET:g}", diff <= LOGITS_TARGET,
                                                           steps_compared=n)
         out[f"s1_{n_layer}L_loaded_rules"] = check(ours.cfg.inference.rules, "gsv1",
@@ -196,7 +196,8 @@ def part_prompt(gs: gsr.GS, g_path: Path, work: Path) -> dict:
     s2 = load_s2(g_path, torch.device("cpu"))
     ours = gsv1_prompt_tokens(librosa_style_load(ref), load_ssl_model(str(hubert)), s2)
     same = len(gs_tokens) == len(ours) and bool(torch.equal(gs_tokens, ours))
-    return {"prompt_tokens_identical": check(same, "identical", same, n_tokens=len(ours), gs_n_tokens=len(gs_tokens))}
+    return {"prompt_tokens_identical": check(same, "identical", same, n_tokens=len(ours), gs_n_tokens=len(gs_tokens),
+                                             distinct_tokens=len(set(ours.tolist())))}
 
 
 def part_bert(gs: gsr.GS, work: Path) -> dict:

@@ -13,7 +13,10 @@ and returns the samples that are ready. A window is decoded when ``first_chunk_t
   79 dB), so the left context makes the new samples those of a whole decode;
 - the last ``lookahead_tokens`` are not emitted: near the end of what is known the prior
   still changes when later tokens arrive (the flow and the encoders' convolutions see
-  about ±20 frames); the next window re-renders them with more tokens known;
+  about ±20 frames, and the self-attention sees what comes after); the next window
+  re-renders them with more tokens known. On the demo's trained tiny S2 (500 steps, six
+  utterances) the joined stream is on average 29.3 dB from the one-shot wav with 6 tokens of
+  lookahead, 31.3 dB with 12 (the default, 0.48 s) and 35.6 dB with 20; other tokens give 3.6 dB;
 - the first ``crossfade_samples`` of each window are cross-faded (raised cosine) with the
   previous window's rendering of the same samples, so no step is audible where they differ.
 
@@ -42,7 +45,7 @@ class StreamOptions:
 
     first_chunk_tokens: int = 10
     chunk_tokens: int = 25
-    lookahead_tokens: int = 6
+    lookahead_tokens: int = 12
     context_tokens: int = 4
     crossfade_samples: int = 640
 

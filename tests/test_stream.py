@@ -30,19 +30,11 @@ from infer.text_input import split_text
 from infer.wav_stream import StreamWriter
 from s1.sampling import PRESETS
 from s2.model import build_generator
-from tests.test_infer import SR, TinyRuns, build_tiny_runs
+from tests.test_infer import SR, TinyRuns, build_tiny_runs, one_thread  # noqa: F401 (autouse fixture)
 from tests.test_tts import _args
 
 REPO = Path(__file__).resolve().parents[1]
 SPT = 1280
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,10 @@ def plain_statement(t, u, n_train: int) -> str:
     if env >= 0.6:
         lines.append(f"- S2 turns the tokens of a recording it never saw back into speech-shaped sound that follows "
                      f"its syllables and pauses (envelope correlation {env:.2f}; untrained {env0:.2f}).")
+    elif env >= 0.3:
+        lines.append(f"- S2 turns the tokens of a recording it never saw back into sound that partly follows its "
+                     f"syllables and pauses (envelope correlation {env:.2f}; untrained {env0:.2f}; from the "
+                     f"spectrogram itself, the posterior path, {post:.2f}): the prior is still catching up.")
     elif post >= 0.5:
         lines.append(f"- S2's decoder renders a held-out recording's syllables and pauses from its own analysis of "
                      f"the spectrogram (posterior path, envelope correlation {post:.2f}), but not yet from tokens "

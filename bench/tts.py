@@ -3,6 +3,7 @@
     python -m bench.tts                        # CPU, torch's default thread count
     python -m bench.tts --threads 2 --repeats 2
     python -m bench.tts --device cuda
+    python -m bench.tts --bert                 # GPT-SoVITS v1 shapes: 24-layer S1 with BERT features of real text
 
 Full-size models (configs/s1.json: 12 layers; configs/s2.json), random weights, loaded into
 the inference classes the scripts use (S2 weight norm folded, eval, ``torch.inference_mode``).
@@ -22,6 +23,12 @@ Prints one JSON object:
   full runs. ``reference_s``: prompt tokens (random full-size HuBERT + S2 quantizer) and style
   spectrogram of a ``--ref-seconds`` reference, done once per reference; ``rtf_with_reference``
   adds it.
+- ``--bert`` (default S1 config then ``configs/gsv1/s1.json``: 24 layers, ``bert_dim`` 1024): a random
+  BERT-large masked LM with ``hfl/chinese-roberta-wwm-ext-large`` shapes (24 layers, 1024 wide,
+  vocabulary 21128) and a character tokenizer; the piece is real Chinese text (``BERT_TEXT``,
+  through the text frontend) whose BERT features are computed inside ``TTSEngine.generate``
+  (so ``s1_s``, ``total_s`` and ``rtf`` include them); ``e2e.bert_s`` times the feature pass alone.
+  The prompt transcript's features are made once per reference, like its tokens.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import torch
@@ -39,7 +47,8 @@ from infer.decoder import DecodeOptions, decode_tokens_file
 from infer.engine import GenerationOptions, Prompt, TTSEngine
 from infer.loading import LoadedS1, LoadedS2
 from infer.reference import ReferenceAudio, prompt_tokens, reference_spectrogram
-from infer.text_input import TextPiece
+from infer.text_input import TextPiece, phonemize, split_text
+from modules.bert import LoadedBert
 from modules.ssl import SSLModel
 from s1.model import build_model
 from s1.sampling import PRESETS
@@ -47,6 +56,25 @@ from s2.model import build_generator
 from text.symbols import SYMBOLS
 
 ROOT = Path(__file__).resolve().parents[1]
+BERT_TEXT = ("今天天气很好，我们一起去公园散步，看看湖边的花和树，再找一家安静的小店喝茶聊天，"
+             "直到太阳下山才慢慢走回家。")
+BERT_PROMPT_TEXT = "这是一段参考音频的文字，用来提示说话的风格。"
+
+
+def random_bert_large(device: torch.device, texts: list[str], work: Path) -> LoadedBert:
+    """A random ``BertForMaskedLM`` of chinese-roberta-wwm-ext-large shapes, with a character tokenizer
+    whose vocabulary (padded to 21128 entries) holds the special tokens and every character of ``texts``."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+
+    chars = sorted({ch for t in texts for ch in t})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]
+    vocab += [f"[unused{i}]" for i in range(21128 - len(vocab))]
+    (work / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                     intermediate_size=4096, max_position_embeddings=512)
+    model = BertForMaskedLM(cfg).eval().to(device)
+    return LoadedBert(model=model, tokenizer=BertTokenizer(vocab_file=str(work / "vocab.txt")), device=device,
+                      hidden_size=1024, max_positions=512, source="random chinese-roberta-wwm-ext-large shapes")
 
 
 def random_hubert(device: torch.device) -> SSLModel:
@@ -58,7 +86,8 @@ def random_hubert(device: torch.device) -> SSLModel:
                     receptive_field=400, source="random chinese-hubert-base shapes")
 
 
-def build_engine(s1_config: Path, s2_config: Path, device: torch.device, with_hubert: bool) -> TTSEngine:
+def build_engine(s1_config: Path, s2_config: Path, device: torch.device, with_hubert: bool,
+                 bert: LoadedBert | None = None) -> TTSEngine:
     torch.manual_seed(0)
     s2_cfg = load_config(s2_config, S2Config)
     gen = build_generator(s2_cfg)
@@ -69,7 +98,7 @@ def build_engine(s1_config: Path, s2_config: Path, device: torch.device, with_hu
     s1 = LoadedS1(model=build_model(s1_cfg).to(device).eval(), cfg=s1_cfg, path=s1_config, step=0,
                   semantic={"codebook_size": s2_cfg.model.codebook_size, "token_rate": s2_cfg.token_rate},
                   device=device)
-    return TTSEngine(s1, s2, random_hubert(device) if with_hubert else None)
+    return TTSEngine(s1, s2, random_hubert(device) if with_hubert else None, bert)
 
 
 def bench_e2e(engine: TTSEngine, seconds: float, n_phones: int, prompt_phones: int, n_prompt: int,
@@ -77,10 +106,17 @@ def bench_e2e(engine: TTSEngine, seconds: float, n_phones: int, prompt_phones: i
     s2, device = engine.s2, engine.s2.device
     g = torch.Generator().manual_seed(0)
     n_tokens = round(seconds * s2.token_rate)
-    piece = TextPiece(text="(random phonemes)", phones=[],
-                      ids=torch.randint(1, len(SYMBOLS), (n_phones,), generator=g).tolist())
-    prompt = Prompt(text="(random prompt)", phone_ids=torch.randint(1, len(SYMBOLS), (prompt_phones,), generator=g)
-                    .tolist(), tokens=torch.randint(0, s2.codebook_size, (n_prompt,), generator=g))
+    prompt_tokens_ = torch.randint(0, s2.codebook_size, (n_prompt,), generator=g)
+    if engine.bert is not None:  # real text: its BERT features are part of the work
+        (piece,) = split_text(BERT_TEXT, "zh", max_chars=len(BERT_TEXT))
+        head = phonemize(BERT_PROMPT_TEXT, "zh", "prompt text")
+        prompt = Prompt(text=head.text, phone_ids=head.ids, tokens=prompt_tokens_,
+                        bert=engine.bert_features([head])[0])
+    else:
+        piece = TextPiece(text="(random phonemes)", phones=[],
+                          ids=torch.randint(1, len(SYMBOLS), (n_phones,), generator=g).tolist())
+        prompt = Prompt(text="(random prompt)", phone_ids=torch.randint(1, len(SYMBOLS), (prompt_phones,),
+                                                                        generator=g).tolist(), tokens=prompt_tokens_)
     # cap = max(min_new_tokens + 1, ...) = n_tokens: EOS is blocked until the last token
     opts = GenerationOptions(sampling=PRESETS["gshead"], seed=0, min_new_tokens=n_tokens - 1,
                              max_tokens_per_phoneme=1e-3)
@@ -107,9 +143,13 @@ def bench_e2e(engine: TTSEngine, seconds: float, n_phones: int, prompt_phones: i
     total_s = min(timed(full, device) for _ in range(repeats))
     made = len(tf.tokens[0])
     audio_s = made / s2.token_rate
-    out = {"phonemes": n_phones, "prompt_phones": prompt_phones, "prompt_tokens": n_prompt, "new_tokens": made,
+    out = {"phonemes": len(piece.ids), "prompt_phones": len(prompt.phone_ids), "prompt_tokens": n_prompt,
+           "new_tokens": made,
            "stop_reason": tf.meta["stop_reasons"][0], "audio_s": audio_s, "s1_s": s1_s, "s1_tok_s": made / s1_s,
            "s2_s": s2_s, "s2_rtf": s2_s / audio_s, "total_s": total_s, "rtf": total_s / audio_s}
+    if engine.bert is not None:
+        out.update({"text": piece.text, "bert_s": min(timed(lambda: engine.bert_features([piece]), device)
+                                                      for _ in range(repeats))})
     if engine.ssl is not None:
         reference()
         ref_s = min(timed(reference, device) for _ in range(repeats))
@@ -127,7 +167,11 @@ def main(args: argparse.Namespace) -> None:
                  "s1_config": args.s1_config, "s2_config": args.s2_config, "dtype": "fp32"}
     peak = matmul_peak_gflops(device)
     decode, _ = bench_decode(Path(args.s2_config), device, args.seconds, 3.0, args.n_phones, args.repeats)
-    engine = build_engine(Path(args.s1_config), Path(args.s2_config), device, not args.no_reference)
+    s1_config = args.s1_config or str(ROOT / "configs" / ("gsv1" if args.bert else "") / "s1.json")
+    out["s1_config"] = s1_config
+    with tempfile.TemporaryDirectory() as work:
+        bert = random_bert_large(device, [BERT_TEXT, BERT_PROMPT_TEXT], Path(work)) if args.bert else None
+    engine = build_engine(Path(s1_config), Path(args.s2_config), device, not args.no_reference, bert)
     e2e = bench_e2e(engine, args.seconds, args.n_phones, args.prompt_phones, args.prompt_tokens, args.ref_seconds,
                     args.repeats)
     peak = max(peak, matmul_peak_gflops(device))
@@ -140,7 +184,10 @@ def main(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--s1-config", default=str(ROOT / "configs" / "s1.json"), help="S1 config (default: full size)")
+    p.add_argument("--s1-config", default=None,
+                   help="S1 config (default: configs/s1.json, with --bert configs/gsv1/s1.json)")
+    p.add_argument("--bert", action="store_true",
+                   help="S1 with BERT features of real text from a random BERT-large (GPT-SoVITS v1 shapes)")
     p.add_argument("--s2-config", default=str(ROOT / "configs" / "s2.json"), help="S2 config (default: full size)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps (default: cpu)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")

@@ -136,7 +136,8 @@ class Silent(torch.nn.Module):
         super().__init__()
         self.hop = hop
 
-    def forward(self, z: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, g: torch.Tensor | None = None, x_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
         return z.new_zeros(z.size(0), 1, z.size(2) * self.hop)
 
 

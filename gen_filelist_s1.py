@@ -2,6 +2,7 @@
 
     python gen_filelist_s1.py --dump dump --config configs/s1.json
     python gen_filelist_s1.py --dump dump --config configs/s1.json --seed 7 --val-items 16
+    python gen_filelist_s1.py --dump dump --config configs/s1.json --concat-max-seconds 20
 
 Reads ``dump/semantic.tsv``, ``dump/semantic.json`` (the token rate and codebook size come
 from here, never from an assumption) and ``dump/phonemes.tsv``. An item needs both tokens
@@ -23,6 +24,14 @@ space-separated token ids. ``--val-items`` items (default: the config's ``data.v
 are drawn for validation with ``--seed`` (default: ``train.seed``); the same inputs and seed
 give byte-identical files. Dropped items go to ``dump/rejected.tsv`` (stage ``s1_list``)
 and are counted per reason; an empty training list is an error (non-zero exit).
+
+Concatenation (``data.concat_max_seconds > 0`` or ``--concat-max-seconds``; ``s1/concat.py``):
+after the split, consecutive training utterances of one speaker (speakers from
+``dump/manifest.tsv``) are joined into items of up to that many seconds with a pause between
+them (an ``SP`` phone and ``data.concat_pause_tokens`` silence tokens; zero BERT features,
+written to ``dump/bert/<joined id>.pt``). A joined item must pass the filters above, else its
+parts stay single items. Validation items are never joined. The join points go to
+``dump/s1_joins.tsv`` (removed when concatenation is off).
 """
 
 from __future__ import annotations
@@ -33,9 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import ConfigError, S1Config, S1DataConfig, load_config
-from common.manifest import PHONEMES_NAME, REJECTED_NAME, ManifestError, read_phonemes
+from common.manifest import MANIFEST_NAME, PHONEMES_NAME, REJECTED_NAME, ManifestError, read_manifest, read_phonemes
 from common.progress import RejectionReport
-from modules.bert import BertError, bert_path, load_bert_features
+from modules.bert import BertError, bert_path, load_bert_features, save_bert_features
+from s1.concat import JOINS_NAME, Joined, join_bert, join_rows, plan_groups, silence_token, write_joins
 from s1.data import (
     S1_TRAIN_LIST,
     S1_VAL_LIST,
@@ -129,6 +139,29 @@ def split(rows: list[S1ListRow], val_items: int, seed: int) -> tuple[list[S1List
     return train, val
 
 
+def concatenate(train: list[S1ListRow], speakers: dict[str, str], semantic: dict[str, list[int]],
+                meta: SemanticMeta, data: S1DataConfig, max_seconds: float, seed: int) -> list[Joined]:
+    """The training rows as joined items (single-part items for rows left alone); see the module docstring."""
+    max_tokens = int(min(max_seconds, data.max_seconds) * meta.token_rate)
+    pause = silence_token(list(semantic.values()))
+    joined = []
+    for group in plan_groups(train, speakers, max_tokens, data.max_phones, data.concat_pause_tokens, seed):
+        item = join_rows(group, pause, data.concat_pause_tokens)
+        if len(group) > 1 and filter_reason(item.row.phones, len(item.row.tokens), meta.token_rate, data):
+            joined.extend(join_rows([row], pause, 0) for row in group)
+        else:
+            joined.append(item)
+    return joined
+
+
+def write_joined_bert(dump: Path, joined: list[Joined]) -> None:
+    """``dump/bert/<joined id>.pt`` for every multi-part item, from its parts' features."""
+    for item in joined:
+        if len(item.parts) > 1:
+            feats = [load_bert_features(bert_path(dump, uid)) for uid in item.parts]
+            save_bert_features(bert_path(dump, item.row.id), join_bert(feats, item))
+
+
 def main(args: argparse.Namespace) -> None:
     dump = Path(args.dump)
     try:
@@ -166,6 +199,25 @@ def main(args: argparse.Namespace) -> None:
                          f"on after {val_items} validation item(s); see the counts above and {dump / REJECTED_NAME} "
                          "(lower --val-items, or relax the data section of the config)")
     train, val = split(sel.rows, val_items, seed)
+    concat_s = cfg.data.concat_max_seconds if args.concat_max_seconds is None else args.concat_max_seconds
+    if concat_s < 0:
+        raise SystemExit(f"{STAGE}: --concat-max-seconds must be >= 0, got {concat_s:g}")
+    if concat_s > 0:
+        try:
+            speakers = {u.id: u.speaker for u in read_manifest(dump / MANIFEST_NAME)}
+            joined = concatenate(train, speakers, semantic, meta, cfg.data, concat_s, seed)
+            if cfg.model.bert_dim > 0:
+                write_joined_bert(dump, joined)
+        except (ManifestError, S1DataError, BertError) as err:
+            raise SystemExit(f"{STAGE}: concatenation: {err}") from None
+        write_joins(dump / JOINS_NAME, joined)
+        multi = [j for j in joined if len(j.parts) > 1]
+        print(f"{STAGE}: concatenation up to {concat_s:g} s: {len(train)} training utterances -> {len(joined)} "
+              f"items ({len(multi)} joined from {sum(len(j.parts) for j in multi)}); join points in "
+              f"{dump / JOINS_NAME}")
+        train = [j.row for j in joined]
+    else:
+        (dump / JOINS_NAME).unlink(missing_ok=True)
     write_s1_list(dump / S1_TRAIN_LIST, train)
     write_s1_list(dump / S1_VAL_LIST, val)
     hours = sum(len(r.tokens) for r in train) / meta.token_rate / 3600
@@ -181,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of the validation draw (default: train.seed)")
     p.add_argument("--val-items", type=int, default=None,
                    help="number of validation items (default: data.val_items of the config)")
+    p.add_argument("--concat-max-seconds", type=float, default=None,
+                   help="join a speaker's consecutive training utterances into items up to this long "
+                        "(default: data.concat_max_seconds of the config; 0 = off)")
     return p
 
 

@@ -94,8 +94,10 @@ class S2ModelConfig:
     use_spectral_norm: bool = False
     disc_periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
     disc_channel_divisor: int = 1
+    n_speakers: int = 0  # > 0: a learned speaker embedding added to the reference encoder's style vector
 
     def __post_init__(self) -> None:
+        _check(self.n_speakers >= 0, "model.n_speakers must be >= 0 (0 = off)")
         _check(self.disc_channel_divisor in (1, 2, 4, 8, 16), "model.disc_channel_divisor must be 1, 2, 4, 8 or 16")
         _check(self.semantic_frame_rate in ("25hz", "50hz"),
                f"model.semantic_frame_rate must be '25hz' or '50hz', got {self.semantic_frame_rate!r}")
@@ -183,9 +185,13 @@ class S1DataConfig:
     min_tokens: int = 2
     val_items: int = 8
     bert_model: str = "hfl/chinese-roberta-wwm-ext-large"  # masked-LM hub id or local folder (if bert_dim > 0)
+    concat_max_seconds: float = 0.0  # > 0: gen_filelist_s1.py joins a speaker's consecutive utterances up to this
+    concat_pause_tokens: int = 5  # pause between joined utterances: this many silence tokens (and one SP phone)
 
     def __post_init__(self) -> None:
         _check(self.max_seconds > 0, "data.max_seconds must be > 0")
+        _check(self.concat_max_seconds >= 0, "data.concat_max_seconds must be >= 0 (0 = off)")
+        _check(self.concat_pause_tokens >= 0, "data.concat_pause_tokens must be >= 0")
         _check(0 <= self.min_phones_per_second < self.max_phones_per_second,
                "data.min_phones_per_second must be below data.max_phones_per_second")
 
@@ -201,12 +207,19 @@ class S1ModelConfig:
     dropout: float = 0.1
     pos_dropout: float = 0.1
     bert_dim: int = 0
+    position: str = "sinusoid"  # "sinusoid" (scaled sinusoids, as the original) | "rope" (rotary, s1/model.py)
+    n_speakers: int = 0  # > 0: a learned speaker embedding with this many rows (speaker table from the manifest)
     eos_id: int = _derived()
     vocab_size: int = _derived()
 
     def __post_init__(self) -> None:
         _check(self.embedding_dim % self.n_head == 0, "model.embedding_dim must be divisible by model.n_head")
         _check(self.bert_dim >= 0, "model.bert_dim must be >= 0 (0 = off)")
+        _check(self.position in ("sinusoid", "rope"),
+               f"model.position must be 'sinusoid' or 'rope', got {self.position!r}")
+        _check(self.position != "rope" or (self.embedding_dim // self.n_head) % 2 == 0,
+               "model.position 'rope' needs an even head width (embedding_dim / n_head)")
+        _check(self.n_speakers >= 0, "model.n_speakers must be >= 0 (0 = off)")
         self.eos_id = self.codebook_size
         self.vocab_size = self.codebook_size + 1
 

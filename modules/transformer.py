@@ -23,6 +23,10 @@ the decoder turns this off; the uncached path always uses ``F.linear``.
 
 Masks are boolean, ``True`` = "may attend", broadcastable to ``[B, H, S_q, S_k]``
 (``S_k`` = ``input_pos + S_q`` with a cache). Every query row must allow at least one key.
+
+With ``rope=True`` the decoder rotates queries and keys (``modules.rope``) by explicit
+per-row positions ``[B, S]`` given to ``forward``; keys are rotated before they enter the
+cache. Without it (default) the layers see no positions (the caller adds embeddings).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from modules.rope import RotaryEmbedding, apply_rotary
 
 
 class KVCache:
@@ -130,11 +136,18 @@ class SelfAttention(nn.Module):
         cache: KVCache | None = None,
         input_pos: int | None = None,
         linear: Linear = plain_linear,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        """x ``[B, S, D]`` -> ``[B, S, D]``; with ``cache``, new keys go to slots from ``input_pos``."""
+        """x ``[B, S, D]`` -> ``[B, S, D]``; with ``cache``, new keys go to slots from ``input_pos``.
+
+        rope: ``(cos, sin)`` ``[B, 1, S, Dh/2]`` of the new positions, or None (no rotation).
+        """
         b, s, d = x.shape
         qkv = linear(x, self.in_proj.weight, self.in_proj.bias, False)  # [B, S, 3D]
         qkv = qkv.view(b, s, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, S, Dh]
+        if rope is not None:
+            q, k_new = apply_rotary(qkv[0], *rope), apply_rotary(qkv[1], *rope)
+            qkv = torch.stack([q, k_new, qkv[2]])
         if cache is None:
             k, v = qkv[1], qkv[2]
         else:
@@ -164,9 +177,10 @@ class DecoderLayer(nn.Module):
         cache: KVCache | None = None,
         input_pos: int | None = None,
         linear: Linear = plain_linear,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        """x ``[B, S, D]`` -> ``[B, S, D]``."""
-        a = self.self_attn(x, mask, cache, input_pos, linear)
+        """x ``[B, S, D]`` -> ``[B, S, D]``; rope: see ``SelfAttention``."""
+        a = self.self_attn(x, mask, cache, input_pos, linear, rope)
         if self.training and self.dropout > 0:
             a = F.dropout(a, self.dropout, training=True)
         x = F.layer_norm(x + a, self.norm1.normalized_shape, self.norm1.weight, self.norm1.bias, self.norm1.eps)
@@ -180,11 +194,13 @@ class DecoderLayer(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    """A stack of ``n_layer`` post-LN layers; optional per-layer KV caches for decoding."""
+    """A stack of ``n_layer`` post-LN layers; optional per-layer KV caches for decoding; optional RoPE."""
 
-    def __init__(self, dim: int, n_head: int, n_layer: int, ffn_dim: int, dropout: float) -> None:
+    def __init__(self, dim: int, n_head: int, n_layer: int, ffn_dim: int, dropout: float,
+                 rope: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(dim, n_head, ffn_dim, dropout) for _ in range(n_layer))
+        self.rope = RotaryEmbedding(dim // n_head) if rope else None
         self.caches: list[KVCache] | None = None
         self.fast_cpu_linear = True  # oneDNN linears in cached, no-grad fp32 CPU calls
 
@@ -216,21 +232,28 @@ class TransformerDecoder(nn.Module):
         for cache in self.caches:
             cache.keep_rows(rows)
 
-    def forward(self, x: Tensor, mask: Tensor | None, input_pos: int | None = None) -> Tensor:
-        """x ``[B, S, D]`` -> ``[B, S, D]``.
+    def forward(self, x: Tensor, mask: Tensor | None, input_pos: int | None = None,
+                positions: Tensor | None = None) -> Tensor:
+        """x ``[B, S, D]`` -> ``[B, S, D]``; positions ``[B, S]``: RoPE positions (needed iff ``rope``).
 
         Without ``input_pos`` the caches are not used (training, uncached decoding) and
         ``mask`` is ``[B or 1, 1, S, S]``. With ``input_pos`` (requires ``setup_cache``) the
         ``S`` new positions occupy cache slots ``input_pos..input_pos+S-1`` and ``mask`` is
         ``[B or 1, 1, S, input_pos+S]`` or None (attend to every filled slot).
         """
+        rope = None
+        if self.rope is not None:
+            if positions is None or positions.shape != x.shape[:2]:
+                raise ValueError(f"a RoPE decoder needs positions [B, S] = {list(x.shape[:2])}, got "
+                                 f"{None if positions is None else list(positions.shape)}")
+            rope = self.rope(positions, x.dtype)
         if input_pos is None:
             for layer in self.layers:
-                x = layer(x, mask)
+                x = layer(x, mask, rope=rope)
             return x
         if self.caches is None:
             raise RuntimeError("input_pos given but no KV cache; call setup_cache(batch, max_len) first")
         linear = select_linear(x, self.fast_cpu_linear)
         for layer, cache in zip(self.layers, self.caches):
-            x = layer(x, mask, cache, input_pos, linear)
+            x = layer(x, mask, cache, input_pos, linear, rope)
         return x

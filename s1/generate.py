@@ -59,38 +59,49 @@ class Prefix:
 
     x: embeddings ``[B, S0, D]`` (zeros on padding); key_valid ``[B, S0]``: False on padding;
     is_phone ``[B, S0]``: True on phoneme slots; next_positions ``[B]``: token position of the
-    first generated token (= prompt length ``P_i``).
+    first generated token (= prompt length ``P_i``); phone_lens ``[B]``: ``L_i``; seq_positions
+    ``[B, S0]``: RoPE positions (phonemes ``0..L_i-1``, prompt ``L_i..L_i+P_i-1``, 0 on padding).
     """
 
     x: Tensor
     key_valid: Tensor
     is_phone: Tensor
     next_positions: Tensor
+    phone_lens: Tensor
+    seq_positions: Tensor
 
 
 def left_padded_prefix(
-    model: Text2Semantic, phones: Sequence[Tensor], prompts: Sequence[Tensor], bert: Sequence[Tensor] | None = None
+    model: Text2Semantic, phones: Sequence[Tensor], prompts: Sequence[Tensor], bert: Sequence[Tensor] | None = None,
+    speakers: Tensor | None = None,
 ) -> Prefix:
-    """Embed each row at its own positions (phonemes ``0..L_i-1``, tokens ``0..P_i-1``), then left-pad."""
+    """Embed each row at its own positions (phonemes ``0..L_i-1``, tokens ``0..P_i-1``), then left-pad.
+
+    speakers ``[B]``: speaker ids (models with ``n_speakers > 0``) or None."""
     device = next(model.parameters()).device
     n_rows = len(phones)
     lens = [ph.numel() + pr.numel() for ph, pr in zip(phones, prompts)]
     s0 = max(lens)
     key_valid = torch.zeros(n_rows, s0, dtype=torch.bool, device=device)
     is_phone = torch.zeros(n_rows, s0, dtype=torch.bool, device=device)
+    seq_positions = torch.zeros(n_rows, s0, dtype=torch.long, device=device)
     rows = []
     for i, (ph, pr) in enumerate(zip(phones, prompts)):
         ph, pr = ph.to(device), pr.to(device)
         feats = None if bert is None else bert[i].to(device)[None]
-        rows.append(torch.cat([model.embed_phones(ph[None], feats), model.embed_tokens(pr[None])], dim=1)[0])
+        spk = None if speakers is None else speakers[i : i + 1].to(device)
+        rows.append(torch.cat([model.embed_phones(ph[None], feats, spk), model.embed_tokens(pr[None])], dim=1)[0])
         pad = s0 - lens[i]
         key_valid[i, pad:] = True
         is_phone[i, pad : pad + ph.numel()] = True
+        seq_positions[i, pad:] = torch.arange(lens[i], device=device)
     x = rows[0].new_zeros(n_rows, s0, rows[0].shape[-1])
     for i, e in enumerate(rows):
         x[i, s0 - lens[i] :] = e
     next_positions = torch.tensor([pr.numel() for pr in prompts], dtype=torch.long, device=device)
-    return Prefix(x=x, key_valid=key_valid, is_phone=is_phone, next_positions=next_positions)
+    phone_lens = torch.tensor([ph.numel() for ph in phones], dtype=torch.long, device=device)
+    return Prefix(x=x, key_valid=key_valid, is_phone=is_phone, next_positions=next_positions,
+                  phone_lens=phone_lens, seq_positions=seq_positions)
 
 
 def _check_inputs(
@@ -166,6 +177,7 @@ def generate_steps(
     stop_on_argmax_eos: bool = True,
     loop_detector: LoopDetector | None = None,
     drop_first_token: bool = False,
+    speakers: Tensor | None = None,
 ) -> Generator[StepTokens, None, GenerationResult]:
     """Generate semantic tokens for a batch of rows, yielding ``StepTokens`` after every step (for
     streaming) and returning the ``GenerationResult``; see ``generate`` for the arguments."""
@@ -184,8 +196,9 @@ def generate_steps(
     was_training = model.training
     model.eval()
     try:
-        prefix = left_padded_prefix(model, phones, prompts, bert)
+        prefix = left_padded_prefix(model, phones, prompts, bert, speakers)
         x0, key_valid, is_phone, positions = prefix.x, prefix.key_valid, prefix.is_phone, prefix.next_positions
+        phone_lens, seq_pos = prefix.phone_lens, prefix.seq_positions
         s0 = x0.shape[1]
         model.token_position.reserve(int(positions.max()) + max(caps) + 1)
         seen = torch.stack([token_presence(pr.to(device)[None], None, model.vocab_size)[0] for pr in prompts])
@@ -202,10 +215,10 @@ def generate_steps(
             dec_mask = torch.ones(n_rows, 1, 1, max_len, dtype=torch.bool, device=device)
             dec_mask[:, 0, 0, :s0] = key_valid
             padded = not bool(key_valid.all())
-            h = model.hidden(x0, prefix_lm_mask(key_valid, is_phone), input_pos=0)
+            h = model.hidden(x0, prefix_lm_mask(key_valid, is_phone), input_pos=0, positions=seq_pos)
         else:
             seq = x0
-            h = model.hidden(seq, prefix_lm_mask(key_valid, is_phone))
+            h = model.hidden(seq, prefix_lm_mask(key_valid, is_phone), positions=seq_pos)
         logits = model.head(h[:, -1])  # [B, V]
 
         # ---- decode loop --------------------------------------------------------------
@@ -248,22 +261,23 @@ def generate_steps(
             if len(keep) < len(alive):
                 rows = torch.tensor(keep, dtype=torch.long, device=device)
                 alive = [alive[r] for r in keep]
-                tok, positions, seen = tok[rows], positions[rows], seen[rows]
+                tok, positions, seen, phone_lens = tok[rows], positions[rows], seen[rows], phone_lens[rows]
                 if use_cache:
                     model.transformer.keep_rows(rows)
                     dec_mask = dec_mask[rows]
                     padded = not bool(dec_mask[:, 0, 0, :s0].all())
                 else:
-                    seq, key_valid, is_phone = seq[rows], key_valid[rows], is_phone[rows]
+                    seq, key_valid, is_phone, seq_pos = seq[rows], key_valid[rows], is_phone[rows], seq_pos[rows]
             if use_cache:
                 cur = s0 + step  # cache slot of this step's token
                 mask = dec_mask[:, :, :, : cur + 1] if padded else None
-                logits = model.decode_one_token(tok, positions, cur, mask)
+                logits = model.decode_one_token(tok, positions, cur, mask, phone_lens)
             else:
                 seq = torch.cat([seq, model.embed_tokens(tok[:, None], positions[:, None])], dim=1)
                 key_valid = torch.cat([key_valid, key_valid.new_ones(len(alive), 1)], dim=1)
                 is_phone = torch.cat([is_phone, is_phone.new_zeros(len(alive), 1)], dim=1)
-                logits = model.head(model.hidden(seq, prefix_lm_mask(key_valid, is_phone))[:, -1])
+                seq_pos = torch.cat([seq_pos, (phone_lens + positions)[:, None]], dim=1)
+                logits = model.head(model.hidden(seq, prefix_lm_mask(key_valid, is_phone), positions=seq_pos)[:, -1])
             positions = positions + 1
             step += 1
         t_end = time.perf_counter()
@@ -309,6 +323,7 @@ def generate(
     stop_on_argmax_eos: bool = True,
     loop_detector: LoopDetector | None = None,
     drop_first_token: bool = False,
+    speakers: Tensor | None = None,
 ) -> list[Tensor]:
     """Continue each row's prompt tokens; return ONLY the new tokens per row (CPU LongTensors).
 
@@ -330,6 +345,7 @@ def generate(
         drop_first_token: leave each row's first generated token out of the result (it is
             still fed back and penalised); the caps count the returned tokens. For S1 models
             trained with v1 alignment, which never learned to predict the first token.
+        speakers: ``[B]`` speaker ids for models with ``n_speakers > 0`` (else None).
 
     A row can come back empty (EOS right after ``min_new_tokens = 0`` steps); this function
     does not raise for it — the caller decides (tts treats it as an error).
@@ -348,4 +364,5 @@ def generate(
         stop_on_argmax_eos=stop_on_argmax_eos,
         loop_detector=loop_detector,
         drop_first_token=drop_first_token,
+        speakers=speakers,
     ).tokens

@@ -1,9 +1,17 @@
 """S1 text-to-semantic model: a prefix LM over ``[phonemes ; semantic tokens]``.
 
 Layout (spec §5): phonemes attend to each other bidirectionally; semantic tokens attend
-to every phoneme and causally to earlier tokens (and themselves). Phoneme and token
-positions both start at 0 (two separate scaled sinusoidal encodings). Vocabulary of the
+to every phoneme and causally to earlier tokens (and themselves). Vocabulary of the
 token side: ``codebook_size`` codes + EOS (``eos_id = codebook_size``).
+
+Positions (``position``): ``"sinusoid"`` (default, as the original): phoneme and token
+positions both start at 0, two separate scaled sinusoidal encodings added to the
+embeddings. ``"rope"``: no added encodings; queries and keys are rotated (``modules.rope``)
+by one position axis that keeps the prefix-LM layout: phonemes ``0..L-1``, then tokens
+``L..L+T-1`` (per row, so padding never shifts a row's positions).
+
+Speakers (``n_speakers > 0``): a learned speaker embedding is added to every phoneme
+embedding; every call then takes ``speakers [B]`` (indices into the run's speaker table).
 
 Training alignment (GS-HEAD style, with consistent right padding): the first token
 ``y_0`` is predicted from the row of the item's *last real phoneme*, every next token
@@ -70,6 +78,23 @@ class ScaledPositionalEncoding(nn.Module):
         self._grow(n_pos)
 
 
+class PositionDropout(nn.Module):
+    """The ``ScaledPositionalEncoding`` interface without an encoding (RoPE models): dropout only."""
+
+    def __init__(self, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+        return self.dropout(x)
+
+    def reserve(self, n_pos: int) -> None:
+        """Nothing to grow (kept so that callers need not know the position scheme)."""
+
+
+POSITIONS = ("sinusoid", "rope")
+
+
 @dataclass
 class S1Output:
     """Result of a training forward.
@@ -124,6 +149,8 @@ class Text2Semantic(nn.Module):
         dropout: attention and residual dropouts inside the transformer.
         pos_dropout: dropout after adding positional encodings.
         bert_dim: width of optional per-phoneme features (0 = no feature input).
+        position: "sinusoid" (scaled sinusoids added to the embeddings) or "rope" (see the module docstring).
+        n_speakers: rows of the speaker embedding (0 = no speaker input).
     """
 
     def __init__(
@@ -137,8 +164,12 @@ class Text2Semantic(nn.Module):
         dropout: float = 0.1,
         pos_dropout: float = 0.1,
         bert_dim: int = 0,
+        position: str = "sinusoid",
+        n_speakers: int = 0,
     ) -> None:
         super().__init__()
+        if position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
         self.codebook_size = codebook_size
         self.eos_id = codebook_size
         self.vocab_size = codebook_size + 1
@@ -146,16 +177,30 @@ class Text2Semantic(nn.Module):
         self.bert_dim = bert_dim
         self.phone_embedding = nn.Embedding(phoneme_vocab_size, dim)
         self.bert_proj = nn.Linear(bert_dim, dim) if bert_dim > 0 else None
-        self.phone_position = ScaledPositionalEncoding(dim, pos_dropout)
+        self.position = position
+        self.rope = position == "rope"
+        positional = PositionDropout if self.rope else ScaledPositionalEncoding
+        self.phone_position = positional(pos_dropout) if self.rope else positional(dim, pos_dropout)
         self.token_embedding = nn.Embedding(self.vocab_size, dim)
-        self.token_position = ScaledPositionalEncoding(dim, pos_dropout)
-        self.transformer = TransformerDecoder(dim, n_head, n_layer, ffn_dim, dropout)
+        self.token_position = positional(pos_dropout) if self.rope else positional(dim, pos_dropout)
+        self.n_speakers = n_speakers
+        self.speaker_embedding = nn.Embedding(n_speakers, dim) if n_speakers > 0 else None
+        self.transformer = TransformerDecoder(dim, n_head, n_layer, ffn_dim, dropout, rope=self.rope)
         self.head = nn.Linear(dim, self.vocab_size, bias=False)
 
     # ---- embeddings -------------------------------------------------------------------
-    def embed_phones(self, phones: Tensor, bert: Tensor | None = None) -> Tensor:
-        """phones ``[B, L]``, bert ``[B, L, bert_dim]`` -> ``[B, L, D]`` at positions ``0..L-1``."""
+    def embed_phones(self, phones: Tensor, bert: Tensor | None = None, speakers: Tensor | None = None) -> Tensor:
+        """phones ``[B, L]``, bert ``[B, L, bert_dim]``, speakers ``[B]`` -> ``[B, L, D]`` at positions ``0..L-1``."""
         x = self.phone_embedding(phones)
+        if self.speaker_embedding is not None:
+            if speakers is None or speakers.shape != phones.shape[:1]:
+                raise ValueError(f"model has n_speakers={self.n_speakers}; pass speakers [B] = [{phones.shape[0]}] "
+                                 f"(got {None if speakers is None else list(speakers.shape)})")
+            if bool((speakers < 0).any() | (speakers >= self.n_speakers).any()):
+                raise ValueError(f"speaker ids {speakers.tolist()} outside [0, {self.n_speakers})")
+            x = x + self.speaker_embedding(speakers)[:, None, :]
+        elif speakers is not None:
+            raise ValueError("speakers given but the model has n_speakers=0")
         if self.bert_proj is not None:
             if bert is None:
                 raise ValueError(f"model has bert_dim={self.bert_dim}; pass bert features [B, L, {self.bert_dim}]")
@@ -173,8 +218,19 @@ class Text2Semantic(nn.Module):
         """tokens ``[B, T]`` -> ``[B, T, D]``; positions ``[B, T]`` or None for ``0..T-1``."""
         return self.token_position(self.token_embedding(tokens), positions)
 
+    def sequence_positions(self, phone_lens: Tensor, n_phone_slots: int, n_token_slots: int) -> Tensor | None:
+        """RoPE positions ``[B, X+Y]`` of right-padded ``[phones ; tokens]``: phonemes ``0..``, tokens from
+        ``phone_lens[b]`` (padding slots get any value: they are masked); None for sinusoid models."""
+        if not self.rope:
+            return None
+        device = phone_lens.device
+        ph = torch.arange(n_phone_slots, device=device).expand(phone_lens.shape[0], -1)
+        tok = phone_lens[:, None] + torch.arange(n_token_slots, device=device)
+        return torch.cat([ph, tok], dim=1)
+
     def hidden_states(
-        self, phones: Tensor, phone_lens: Tensor, tokens: Tensor, token_lens: Tensor, bert: Tensor | None = None
+        self, phones: Tensor, phone_lens: Tensor, tokens: Tensor, token_lens: Tensor, bert: Tensor | None = None,
+        speakers: Tensor | None = None,
     ) -> Tensor:
         """Transformer outputs ``[B, X+Y, D]`` of the training layout ``[phones ; tokens]`` (see ``forward``)."""
         x_len, y_len = phones.shape[1], tokens.shape[1]
@@ -182,8 +238,9 @@ class Text2Semantic(nn.Module):
             raise ValueError(f"every item needs at least one phoneme, got phone_lens={phone_lens.tolist()}")
         key_valid = torch.cat([lengths_to_mask(phone_lens, x_len), lengths_to_mask(token_lens, y_len)], dim=1)
         is_phone = torch.arange(x_len + y_len, device=phones.device) < x_len
-        x = torch.cat([self.embed_phones(phones, bert), self.embed_tokens(tokens)], dim=1)  # [B, X+Y, D]
-        return self.transformer(x, prefix_lm_mask(key_valid, is_phone))
+        x = torch.cat([self.embed_phones(phones, bert, speakers), self.embed_tokens(tokens)], dim=1)  # [B, X+Y, D]
+        positions = self.sequence_positions(phone_lens, x_len, y_len)
+        return self.transformer(x, prefix_lm_mask(key_valid, is_phone), positions=positions)
 
     # ---- training ---------------------------------------------------------------------
     def forward(
@@ -194,12 +251,13 @@ class Text2Semantic(nn.Module):
         token_lens: Tensor,
         bert: Tensor | None = None,
         top_k: int = 3,
+        speakers: Tensor | None = None,
     ) -> S1Output:
         """Teacher-forced training forward.
 
         phones ``[B, X]`` right-padded (any pad id), phone_lens ``[B]`` (each >= 1);
         tokens ``[B, Y]`` right-padded with any valid id (e.g. EOS), token_lens ``[B]`` (>= 0);
-        bert ``[B, X, bert_dim]`` or None.
+        bert ``[B, X, bert_dim]`` or None; speakers ``[B]`` (models with ``n_speakers > 0``) or None.
 
         Sequence = ``[x_0..x_{X-1}, y_0..y_{Y-1}]`` with the §5.4 prefix-LM mask and key
         padding. Targets: ``y_0`` from the last real phoneme's row ``L_b - 1``, ``y_j`` from
@@ -210,7 +268,7 @@ class Text2Semantic(nn.Module):
         b, x_len = phones.shape
         y_len = tokens.shape[1]
         device = phones.device
-        h = self.hidden_states(phones, phone_lens, tokens, token_lens, bert)  # [B, X+Y, D]
+        h = self.hidden_states(phones, phone_lens, tokens, token_lens, bert, speakers)  # [B, X+Y, D]
 
         # Rows that predict targets 0..Y: last real phoneme, then each token position.
         rows = torch.cat(
@@ -239,20 +297,32 @@ class Text2Semantic(nn.Module):
         return S1Output(loss=loss, logits=logits, targets=targets, acc=acc, topk_acc=topk_acc, n_tokens=n_tokens)
 
     # ---- inference --------------------------------------------------------------------
-    def hidden(self, x: Tensor, mask: Tensor | None, input_pos: int | None = None) -> Tensor:
-        """Transformer over embedded inputs: ``[B, S, D]`` -> ``[B, S, D]`` (see TransformerDecoder)."""
-        return self.transformer(x, mask, input_pos)
+    def hidden(self, x: Tensor, mask: Tensor | None, input_pos: int | None = None,
+               positions: Tensor | None = None) -> Tensor:
+        """Transformer over embedded inputs: ``[B, S, D]`` -> ``[B, S, D]`` (see TransformerDecoder).
+
+        positions ``[B, S]``: RoPE positions (phonemes from 0, tokens from the row's phoneme count);
+        needed by RoPE models, ignored otherwise.
+        """
+        return self.transformer(x, mask, input_pos, positions if self.rope else None)
 
     def decode_one_token(
-        self, tokens: Tensor, positions: Tensor, input_pos: int, mask: Tensor | None = None
+        self, tokens: Tensor, positions: Tensor, input_pos: int, mask: Tensor | None = None,
+        phone_lens: Tensor | None = None,
     ) -> Tensor:
         """One cached step: tokens ``[B]`` at token positions ``[B]``, cache slot ``input_pos``.
 
         mask: bool ``[B, 1, 1, input_pos+1]`` (or None: every filled slot is visible).
-        Returns logits ``[B, V]`` for the next token.
+        phone_lens ``[B]``: each row's phoneme count (RoPE models: the token's position is
+        ``phone_lens + positions``). Returns logits ``[B, V]`` for the next token.
         """
         x = self.embed_tokens(tokens[:, None], positions[:, None])  # [B, 1, D]
-        h = self.transformer(x, mask, input_pos)[:, -1]  # [B, D]
+        rope_pos = None
+        if self.rope:
+            if phone_lens is None:
+                raise ValueError("a RoPE model needs phone_lens [B] to place a decoded token")
+            rope_pos = (phone_lens + positions)[:, None]
+        h = self.transformer(x, mask, input_pos, rope_pos)[:, -1]  # [B, D]
         return select_linear(h, self.transformer.fast_cpu_linear)(h, self.head.weight, None, False)
 
 
@@ -269,4 +339,6 @@ def build_model(cfg: S1Config) -> Text2Semantic:
         dropout=m.dropout,
         pos_dropout=m.pos_dropout,
         bert_dim=m.bert_dim,
+        position=m.position,
+        n_speakers=m.n_speakers,
     )

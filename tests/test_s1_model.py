@@ -210,7 +210,7 @@ def test_state_dict_keys_and_shapes() -> None:
 def test_build_model_reads_config() -> None:
     m = SimpleNamespace(
         codebook_size=64, phoneme_vocab_size=100, embedding_dim=48, n_layer=3, n_head=4, ffn_dim=96,
-        dropout=0.0, pos_dropout=0.05, bert_dim=8,
+        dropout=0.0, pos_dropout=0.05, bert_dim=8, position="sinusoid", n_speakers=0,
     )
     model = build_model(SimpleNamespace(model=m))
     assert model.vocab_size == 65 and model.eos_id == 64

@@ -2,6 +2,8 @@
 
     python -m bench.s1_decode                      # fp32, CPU, 2 threads
     python -m bench.s1_decode --n-layer 24         # the GPT-SoVITS v1 pretrained S1 shape
+    python -m bench.s1_decode --weights int8       # int8 weight-only decoding (also: bf16), checked against fp32
+    python -m bench.s1_decode --compile            # torch.compile of the decode step (compile time reported)
     python -m bench.s1_decode --device cuda --dtype bf16 --threads 0
 
 On a machine shared with other busy processes, OpenMP threads that spin at barriers make
@@ -24,6 +26,11 @@ full length. Prints one JSON object:
   cached_tok_s, prefill included). ``bound_tok_s_bytes_copied`` / ``fraction_of_bound_bytes_copied``:
   the same with the copy rate counted as bytes copied per second (half the read + write rate).
 - ``load_avg_1min``: the machine's load when the run ended (other processes skew timings).
+- ``weights``: the weight format of the decode step (``s1.weights``: fp32 / bf16 / int8), the fp32
+  kernel chosen by measurement (F.linear or oneDNN, with both timings) and the packing time;
+  ``agreement``: the format against fp32 over ``--agreement-steps`` greedy tokens (teacher-forced
+  argmax agreement, logits max abs diff, free-running identical tokens; skipped for fp32).
+- ``compile_s``: with ``--compile``, the wall time of the first (compiling) run minus a later one.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import torch
 from s1.generate import GenerationResult, generate_detailed
 from s1.model import Text2Semantic
 from s1.sampling import PRESETS
+from s1.weights import FP32_KERNELS, WEIGHT_FORMATS, compare_with_fp32, use_weight_format
 
 T = TypeVar("T")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -65,9 +73,13 @@ def copy_bandwidth(device: torch.device, n_bytes: int, repeats: int = 5) -> floa
     return 2 * n_bytes / best / 1e9
 
 
-def decode_weight_bytes(model: Text2Semantic) -> int:
-    """Bytes of parameters read by one decode step: transformer + head + one embedding row."""
-    n = sum(p.numel() * p.element_size() for p in model.transformer.parameters())
+def decode_weight_bytes(model: Text2Semantic, packed_mb: float | None = None) -> int:
+    """Bytes of parameters read by one decode step: transformer + head + one embedding row; ``packed_mb``:
+    the transformer linears' weights as packed by ``s1.weights`` (bf16/int8), in place of the parameters."""
+    linears = {id(m.weight) for m in model.transformer.modules() if isinstance(m, torch.nn.Linear)}
+    n = sum(p.numel() * p.element_size() for p in model.transformer.parameters()
+            if packed_mb is None or id(p) not in linears)
+    n += 0 if packed_mb is None else int(packed_mb * 2**20)
     n += model.head.weight.numel() * model.head.weight.element_size()
     emb = model.token_embedding.weight
     return n + emb.shape[1] * emb.element_size()
@@ -93,8 +105,11 @@ def main(args: argparse.Namespace) -> None:
     phones = [torch.randint(0, 322, (args.n_phones,))]
     prompt = [torch.randint(0, 1024, (args.n_prompt,))]
     params = PRESETS[args.preset]
-    # oneDNN linears are eager-only (inductor cannot lower them); --compile uses plain ones.
-    model.transformer.fast_cpu_linear = not (args.plain_linear or args.compile)
+    agreement = None
+    if args.weights != "fp32" and args.agreement_steps > 0:
+        agreement = vars(compare_with_fp32(model, phones[0], prompt[0], args.agreement_steps, args.weights,
+                                           kernel=args.kernel))
+    fmt_info = vars(use_weight_format(model, args.weights, args.kernel))
     if args.compile:
         model.decode_one_token = torch.compile(model.decode_one_token, dynamic=True)
 
@@ -107,7 +122,9 @@ def main(args: argparse.Namespace) -> None:
             raise RuntimeError(f"run produced {res.tokens[0].numel()} tokens, expected {n_new}")
         return res
 
-    run(8, True)  # warm-up (allocator, kernels, compilation)
+    compile_s, _ = timed(lambda: run(8, True), device)  # warm-up (allocator, kernels, compilation)
+    if args.compile:
+        compile_s -= timed(lambda: run(8, True), device)[0]
     run(2, False)
     bandwidths = [copy_bandwidth(device, args.copy_mb * 2**20)]
     t_cached, t_prefill, decode_tok_s = float("inf"), float("inf"), 0.0
@@ -120,7 +137,7 @@ def main(args: argparse.Namespace) -> None:
     t_uncached, _ = timed(lambda: run(args.uncached_tokens, False), device)
 
     bandwidth = max(bandwidths)
-    w_bytes = decode_weight_bytes(model)
+    w_bytes = decode_weight_bytes(model, fmt_info["transformer_weight_mb"])
     bound = bandwidth * 1e9 / w_bytes
     cached_tok_s = args.new_tokens / t_cached
     uncached_tok_s = args.uncached_tokens / t_uncached
@@ -131,7 +148,9 @@ def main(args: argparse.Namespace) -> None:
         "dtype": args.dtype,
         "threads": torch.get_num_threads(),
         "compile": args.compile,
-        "onednn_linear": model.transformer.fast_cpu_linear,
+        "compile_s": round(compile_s, 2) if args.compile else None,
+        "weights": fmt_info,
+        "agreement": agreement,
         "preset": args.preset,
         "n_layer": args.n_layer,
         "prefix": {"phones": args.n_phones, "prompt_tokens": args.n_prompt},
@@ -174,8 +193,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="cached runs (best time is reported)")
     p.add_argument("--preset", default="gshead", choices=sorted(PRESETS), help="sampling preset")
     p.add_argument("--copy-mb", type=int, default=512, help="size of the bandwidth-probe copy in MiB")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (implies plain linears)")
-    p.add_argument("--plain-linear", action="store_true", help="F.linear instead of oneDNN linears in decoding")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument("--weights", default="fp32", choices=WEIGHT_FORMATS, help="weight format of the decode step")
+    p.add_argument("--kernel", default="auto", choices=FP32_KERNELS,
+                   help="fp32 linears: F.linear (plain), oneDNN, or the faster of both here (auto)")
+    p.add_argument("--agreement-steps", type=int, default=500,
+                   help="greedy tokens of the check against fp32 (bf16/int8; 0 = skip)")
     p.add_argument("--seed", type=int, default=0, help="random seed (weights and sampling)")
     return p.parse_args()
 

@@ -16,10 +16,10 @@ The attention uses one packed projection ``in_proj = Linear(d, 3d)`` whose outpu
 q, k, v in that order, so GPT-SoVITS ``self_attn.in_proj_weight``/``in_proj_bias`` load as
 ``self_attn.in_proj.weight``/``.bias`` unchanged.
 
-Cached calls without grad on an fp32 CPU tensor run their linears through oneDNN
-(``onednn_linear``, same weights, ReLU fused): MKL's gemv behind ``F.linear`` reaches only
-about a third of the memory bandwidth for one-row inputs. ``fast_cpu_linear = False`` on
-the decoder turns this off; the uncached path always uses ``F.linear``.
+Cached calls without grad run their linears through ``decoder.decode_linear`` when it is set
+(``s1.weights``: fp32 through ``F.linear`` or oneDNN's fused ``onednn_linear``, whichever is
+faster here by measurement, or bf16 / int8 weight-only copies), else through ``F.linear``; the
+uncached path and training always use ``F.linear`` on the parameters.
 
 Masks are boolean, ``True`` = "may attend", broadcastable to ``[B, H, S_q, S_k]``
 (``S_k`` = ``input_pos + S_q`` with a cache). Every query row must allow at least one key.
@@ -108,12 +108,9 @@ def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = F
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def select_linear(x: Tensor, allow_fast: bool) -> Linear:
-    """``onednn_linear`` if allowed and usable for input ``x`` (fp32 CPU, no grad), else ``plain_linear``."""
-    usable = (
-        _HAS_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-    )
-    return onednn_linear if allow_fast and usable else plain_linear
+def onednn_linear_usable(weight: Tensor) -> bool:
+    """Whether ``onednn_linear`` can run with this weight (fp32, CPU, oneDNN built in)."""
+    return _HAS_ONEDNN_LINEAR and weight.device.type == "cpu" and weight.dtype == torch.float32
 
 
 class SelfAttention(nn.Module):
@@ -202,7 +199,7 @@ class TransformerDecoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(dim, n_head, ffn_dim, dropout) for _ in range(n_layer))
         self.rope = RotaryEmbedding(dim // n_head) if rope else None
         self.caches: list[KVCache] | None = None
-        self.fast_cpu_linear = True  # oneDNN linears in cached, no-grad fp32 CPU calls
+        self.decode_linear: Linear | None = None  # linears of cached no-grad calls (s1.weights); None = F.linear
 
     def setup_cache(
         self,
@@ -232,6 +229,10 @@ class TransformerDecoder(nn.Module):
         for cache in self.caches:
             cache.keep_rows(rows)
 
+    def cached_linear(self) -> Linear:
+        """The linear of cached calls: ``decode_linear`` without grad when set, else ``plain_linear``."""
+        return self.decode_linear if self.decode_linear is not None and not torch.is_grad_enabled() else plain_linear
+
     def forward(self, x: Tensor, mask: Tensor | None, input_pos: int | None = None,
                 positions: Tensor | None = None) -> Tensor:
         """x ``[B, S, D]`` -> ``[B, S, D]``; positions ``[B, S]``: RoPE positions (needed iff ``rope``).
@@ -253,7 +254,7 @@ class TransformerDecoder(nn.Module):
             return x
         if self.caches is None:
             raise RuntimeError("input_pos given but no KV cache; call setup_cache(batch, max_len) first")
-        linear = select_linear(x, self.fast_cpu_linear)
+        linear = self.cached_linear()
         for layer, cache in zip(self.layers, self.caches):
             x = layer(x, mask, cache, input_pos, linear, rope)
         return x

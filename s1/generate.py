@@ -34,6 +34,7 @@ from torch import Tensor
 from s1.loops import LoopDetector
 from s1.model import Text2Semantic, prefix_lm_mask
 from s1.sampling import SamplingParams, apply_repetition_penalty_, pick_tokens, token_presence
+from s1.weights import refresh as refresh_decode_weights
 
 DEFAULT_TOKENS_PER_PHONEME = 10.0  # 25 Hz tokens; speech runs ~3-25 phonemes/s, so < 8.3 tokens/phoneme
 
@@ -196,6 +197,8 @@ def generate_steps(
     was_training = model.training
     model.eval()
     try:
+        if use_cache:
+            refresh_decode_weights(model)  # the weight format's packed linears (s1.weights), repacked if stale
         prefix = left_padded_prefix(model, phones, prompts, bert, speakers)
         x0, key_valid, is_phone, positions = prefix.x, prefix.key_valid, prefix.is_phone, prefix.next_positions
         phone_lens, seq_pos = prefix.phone_lens, prefix.seq_positions

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modules.transformer import TransformerDecoder, select_linear
+from modules.transformer import TransformerDecoder
 
 if TYPE_CHECKING:
     from common.config import S1Config
@@ -323,7 +323,7 @@ class Text2Semantic(nn.Module):
                 raise ValueError("a RoPE model needs phone_lens [B] to place a decoded token")
             rope_pos = (phone_lens + positions)[:, None]
         h = self.transformer(x, mask, input_pos, rope_pos)[:, -1]  # [B, D]
-        return select_linear(h, self.transformer.fast_cpu_linear)(h, self.head.weight, None, False)
+        return self.transformer.cached_linear()(h, self.head.weight, None, False)
 
 
 def build_model(cfg: S1Config) -> Text2Semantic:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from modules.transformer import KVCache, onednn_linear, plain_linear, select_linear
+from modules.transformer import KVCache, onednn_linear, onednn_linear_usable, plain_linear
 from s1.generate import GenerationResult, LoopDetector, generate, generate_detailed, left_padded_prefix
 from s1.model import Text2Semantic, prefix_lm_mask
 from s1.sampling import PRESETS, SamplingParams
@@ -252,9 +252,6 @@ def test_onednn_linear_fast_path_equals_plain() -> None:
     with torch.inference_mode():
         for shape in [(1, 32), (3, 1, 32), (2, 5, 32)]:
             x = torch.randn(*shape, generator=g)
-            assert select_linear(x, True) is onednn_linear  # the fast path is really in use
             for relu in (False, True):
                 torch.testing.assert_close(onednn_linear(x, w, b, relu), plain_linear(x, w, b, relu))
-        assert select_linear(x, False) is plain_linear
-        assert select_linear(x.double(), True) is plain_linear
-    assert select_linear(torch.randn(1, 32), True) is plain_linear  # grad enabled: never the fast path
+    assert onednn_linear_usable(w) and not onednn_linear_usable(w.double())

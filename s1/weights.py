@@ -1,0 +1,290 @@
+"""Weight formats of S1's cached decoding: fp32, bf16 or int8 weight-only, chosen by a flag.
+
+    from s1.weights import use_weight_format
+    info = use_weight_format(model, "int8")    # pack once; s1.generate then decodes with it
+    use_weight_format(model, "fp32")           # back to full precision (the default)
+
+A decode step reads every transformer weight once for one row of activations, so on a CPU
+its speed is bound by memory bandwidth: halving the bytes (bf16) or quartering them (int8)
+is what makes it faster. Only the cached, no-grad path of ``TransformerDecoder`` (prefill and
+decode steps) uses the packed weights; training, the uncached path and the parameters
+themselves are unchanged (fp32). Per format, each transformer ``Linear`` becomes:
+
+- ``fp32``: the same weights through ``F.linear`` or oneDNN's fused linear
+  (``modules.transformer.onednn_linear``), whichever is faster on this machine: both are
+  timed over the model's own weights when the format is set (``kernel="auto"``; the choice
+  and the timings are in the returned ``FormatInfo``). Results equal fp32 ``F.linear``.
+- ``bf16``: bf16 copies of weight and bias; the input is rounded to bf16, the product comes
+  back to fp32. Residuals, LayerNorms, attention, the KV cache and the head stay fp32.
+  Fast on CPUs with AVX-512 BF16 or AMX (``cpu_bf16_native``), slow (emulated) elsewhere.
+- ``int8``: symmetric per-output-channel int8 weights (``scale = max|w_row| / 127``),
+  ``torch.ops.aten._weight_int8pack_mm`` on bf16 inputs (its fast CPU path), then
+  ``y * scale + bias`` in fp32. CPU only.
+
+The output head (``[V, D]``, 1 % of the weights) is kept in fp32 in every format, so the
+logits are computed exactly from the hidden state. Packed weights are snapshots: after the
+parameters change (training, ``load_state_dict``) ``refresh`` (called by ``s1.generate``)
+packs them again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from modules.transformer import onednn_linear, onednn_linear_usable, plain_linear
+
+WEIGHT_FORMATS = ("fp32", "bf16", "int8")
+FP32_KERNELS = ("auto", "plain", "onednn")
+INT8_K_MULTIPLE = 16
+
+Packed = Callable[[Tensor, bool], Tensor]  # (x [..., K], relu) -> [..., N]
+
+
+def check_weight_format(fmt: str) -> str:
+    """``fmt`` if known, else ``ValueError`` naming the choices."""
+    if fmt not in WEIGHT_FORMATS:
+        raise ValueError(f"unknown weight format {fmt!r}: choose one of {', '.join(WEIGHT_FORMATS)}")
+    return fmt
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX-BF16), from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+def _with_relu(y: Tensor, relu: bool) -> Tensor:
+    return torch.relu_(y) if relu else y
+
+
+def pack_fp32(weight: Tensor, bias: Tensor | None, kernel: str) -> Packed:
+    """fp32 weights through ``plain_linear`` or ``onednn_linear`` (``kernel``: "plain" or "onednn")."""
+    fn = onednn_linear if kernel == "onednn" else plain_linear
+    w, b = weight.detach(), None if bias is None else bias.detach()
+    return lambda x, relu: fn(x, w, b, relu)
+
+
+def pack_bf16(weight: Tensor, bias: Tensor | None) -> Packed:
+    """bf16 copies; x is rounded to bf16 and the product returned in x's dtype."""
+    w = weight.detach().to(torch.bfloat16).contiguous()
+    b = None if bias is None else bias.detach().to(torch.bfloat16)
+    return lambda x, relu: _with_relu(F.linear(x.to(torch.bfloat16), w, b).to(x.dtype), relu)
+
+
+def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-row int8: weight ``[N, K]`` -> (q int8 ``[N, K]``, scale fp32 ``[N]``), ``w ≈ q * scale``."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+    return q, scale
+
+
+def pack_int8(weight: Tensor, bias: Tensor | None) -> Packed:
+    """int8 weight-only: ``(bf16(x) @ q.T) * scale + bias`` in x's dtype."""
+    if weight.device.type != "cpu":
+        raise ValueError(f"int8 weights are for CPU decoding; the model is on {weight.device}")
+    if weight.shape[1] % INT8_K_MULTIPLE:
+        # torch's CPU kernel reads K in blocks of 16: other widths give wrong results or crash
+        raise ValueError(f"int8 weights need layer input widths divisible by {INT8_K_MULTIPLE}, got "
+                         f"{weight.shape[1]}; use --weights bf16 or fp32 for this model")
+    q, scale = quantize_int8(weight)
+    ones = torch.ones(q.shape[0], dtype=torch.bfloat16)
+    b = torch.zeros_like(scale) if bias is None else bias.detach().float()
+
+    def run(x: Tensor, relu: bool) -> Tensor:
+        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), q, ones)  # [M, N]
+        y = torch.addcmul(b, y.float(), scale).to(x.dtype)
+        return _with_relu(y.view(*x.shape[:-1], q.shape[0]), relu)
+
+    return run
+
+
+@dataclass
+class FormatInfo:
+    """What ``use_weight_format`` set up: format, kernel of the fp32 linears, bytes read per step, timings."""
+
+    weight_format: str
+    kernel: str
+    transformer_weight_mb: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    pack_s: float = 0.0
+
+
+class PackedLinears:
+    """The ``Linear`` of the cached path (``modules.transformer``): ``(x, weight, bias, relu)`` runs the
+    packed form of ``weight`` (looked up by identity). Unknown weights run through ``plain_linear``."""
+
+    def __init__(self, table: dict[int, Packed], sources: list[Tensor], info: FormatInfo) -> None:
+        self.table = table
+        self.info = info
+        self._stamp = [(p, p._version, p.data_ptr()) for p in sources]
+
+    def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = False) -> Tensor:
+        packed = self.table.get(id(weight))
+        return plain_linear(x, weight, bias, relu) if packed is None else packed(x, relu)
+
+    def fresh(self) -> bool:
+        """True while no packed parameter has been modified or replaced since packing."""
+        return all(p._version == v and p.data_ptr() == ptr for p, v, ptr in self._stamp)
+
+
+def _linears(model: nn.Module) -> list[nn.Linear]:
+    return [m for m in model.transformer.modules() if isinstance(m, nn.Linear)]
+
+
+def _time_pass(fns: list[Packed], xs: list[Tensor]) -> float:
+    t0 = time.perf_counter()
+    for fn, x in zip(fns, xs):
+        fn(x, False)
+    return time.perf_counter() - t0
+
+
+@torch.inference_mode()
+def choose_fp32_kernel(linears: list[nn.Linear], rounds: int = 3) -> tuple[str, dict[str, float]]:
+    """Time one decode step's worth of linears (one row, the model's own weights) per kernel, interleaved,
+    best of ``rounds``: -> (the faster kernel, ms per pass of each)."""
+    if not linears or not onednn_linear_usable(linears[0].weight):
+        return "plain", {}
+    xs = [torch.randn(1, 1, m.in_features, device=m.weight.device) for m in linears]
+    fns = {k: [pack_fp32(m.weight, m.bias, k) for m in linears] for k in ("plain", "onednn")}
+    best = {k: float("inf") for k in fns}
+    for k in fns:  # warm-up: primitive creation, first touch
+        _time_pass(fns[k], xs)
+    for _ in range(rounds):
+        for k, f in fns.items():
+            best[k] = min(best[k], _time_pass(f, xs))
+    return min(best, key=best.get), {k: round(v * 1e3, 3) for k, v in best.items()}
+
+
+def pack_linears(model: nn.Module, fmt: str, kernel: str = "auto") -> PackedLinears:
+    """Pack the transformer linears of an S1 model in format ``fmt`` (the head stays fp32, see the module doc)."""
+    check_weight_format(fmt)
+    if kernel not in FP32_KERNELS:
+        raise ValueError(f"unknown fp32 kernel {kernel!r}: choose one of {', '.join(FP32_KERNELS)}")
+    t0 = time.perf_counter()
+    linears = _linears(model)
+    timings: dict[str, float] = {}
+    if kernel == "auto":
+        kernel, timings = choose_fp32_kernel(linears)
+    elif kernel == "onednn" and not (linears and onednn_linear_usable(linears[0].weight)):
+        kernel = "plain"
+    table: dict[int, Packed] = {}
+    sources: list[Tensor] = []
+    n_bytes = 0
+    for m in linears:
+        if fmt == "bf16":
+            table[id(m.weight)] = pack_bf16(m.weight, m.bias)
+            n_bytes += m.weight.numel() * 2
+        elif fmt == "int8":
+            table[id(m.weight)] = pack_int8(m.weight, m.bias)
+            n_bytes += m.weight.numel() + 4 * m.out_features
+        else:
+            table[id(m.weight)] = pack_fp32(m.weight, m.bias, kernel)
+            n_bytes += m.weight.numel() * 4
+        sources += [m.weight] + ([] if m.bias is None else [m.bias])
+    head = model.head
+    table[id(head.weight)] = pack_fp32(head.weight, head.bias, kernel)
+    sources.append(head.weight)
+    info = FormatInfo(weight_format=fmt, kernel=kernel, transformer_weight_mb=round(n_bytes / 2**20, 1),
+                      timings_ms=timings, pack_s=round(time.perf_counter() - t0, 3))
+    return PackedLinears(table, sources, info)
+
+
+def use_weight_format(model: nn.Module, fmt: str = "fp32", kernel: str = "auto") -> FormatInfo:
+    """Set the weight format of ``model``'s cached decoding (an S1 ``Text2Semantic``); returns what was set up."""
+    packed = pack_linears(model, fmt, kernel)
+    model.transformer.decode_linear = packed
+    model.decode_format = (fmt, kernel)
+    return packed.info
+
+
+def refresh(model: nn.Module) -> PackedLinears:
+    """The model's packed linears, packed (again) if missing or stale; fp32 with a measured kernel by default."""
+    packed = getattr(model.transformer, "decode_linear", None)
+    if isinstance(packed, PackedLinears) and packed.fresh():
+        return packed
+    fmt, kernel = getattr(model, "decode_format", ("fp32", "auto"))
+    if isinstance(packed, PackedLinears) and kernel == "auto":
+        kernel = packed.info.kernel  # stale weights: keep the kernel measured before
+    packed = pack_linears(model, fmt, kernel)
+    model.transformer.decode_linear = packed
+    return packed
+
+
+@dataclass
+class Agreement:
+    """A weight format against fp32 on one row: teacher-forced over fp32's greedy tokens, and free-running.
+
+    argmax_agreement: fraction of the ``steps`` logits rows (fed fp32's tokens) whose argmax is fp32's;
+    logits_max_abs_diff: max |logits - fp32 logits| over those rows (``logits_max_abs`` for scale);
+    free_running_identical: leading greedy tokens identical when each format feeds back its own tokens.
+    """
+
+    weight_format: str
+    steps: int
+    argmax_agreement: float
+    logits_max_abs_diff: float
+    logits_max_abs: float
+    free_running_identical: int
+
+
+@torch.inference_mode()
+def teacher_forced_logits(model: nn.Module, phones: Tensor, prompt: Tensor, tokens: Tensor,
+                          bert: Tensor | None = None) -> Tensor:
+    """Cached-path logits ``[T+1, V]`` of one row fed ``tokens [T]`` after ``[phones ; prompt]``: row ``t``
+    predicts ``tokens[t]`` (the last row the token after them). bert ``[L, bert_dim]`` or None."""
+    from s1.generate import left_padded_prefix  # s1.generate imports this module
+    from s1.model import prefix_lm_mask
+
+    refresh(model)
+    prefix = left_padded_prefix(model, [phones], [prompt], None if bert is None else [bert])
+    s0 = prefix.x.shape[1]
+    model.transformer.setup_cache(1, s0 + tokens.numel())
+    try:
+        mask = prefix_lm_mask(prefix.key_valid, prefix.is_phone)
+        h = model.hidden(prefix.x, mask, input_pos=0, positions=prefix.seq_positions)[:, -1]  # [1, D]
+        rows = [model.transformer.cached_linear()(h, model.head.weight, None, False)]
+        pos = prefix.next_positions
+        for t in range(tokens.numel()):
+            rows.append(model.decode_one_token(tokens[t : t + 1], pos + t, s0 + t, None, prefix.phone_lens))
+    finally:
+        model.transformer.reset_cache()
+    return torch.cat(rows).float()
+
+
+def compare_with_fp32(model: nn.Module, phones: Tensor, prompt: Tensor, steps: int, fmt: str,
+                      bert: Tensor | None = None, kernel: str = "auto") -> Agreement:
+    """Greedy decoding of ``steps`` tokens (EOS blocked, no penalty) in fp32 and in ``fmt``; see ``Agreement``.
+    Leaves the model in format ``fmt``."""
+    from s1.generate import generate  # s1.generate imports this module
+    from s1.sampling import SamplingParams
+
+    greedy = SamplingParams(top_k=1, greedy=True, repetition_penalty=1.0)
+    kw = dict(max_new_tokens=steps, max_tokens_per_phoneme=None, min_new_tokens=steps + 1,
+              bert=None if bert is None else [bert])
+    use_weight_format(model, "fp32", kernel)
+    ref_tokens = generate(model, [phones], [prompt], greedy, **kw)[0]
+    ref = teacher_forced_logits(model, phones, prompt, ref_tokens[:-1], bert)  # [steps, V]
+    use_weight_format(model, fmt, kernel)
+    own_tokens = generate(model, [phones], [prompt], greedy, **kw)[0]
+    got = teacher_forced_logits(model, phones, prompt, ref_tokens[:-1], bert)
+    ref, got = ref[:, : model.eos_id], got[:, : model.eos_id]  # EOS (the last id) was blocked while decoding
+    same = (own_tokens == ref_tokens).long().cumprod(0).sum()
+    return Agreement(weight_format=fmt, steps=steps,
+                     argmax_agreement=float((got.argmax(-1) == ref.argmax(-1)).float().mean()),
+                     logits_max_abs_diff=float((got - ref).abs().max()), logits_max_abs=float(ref.abs().max()),
+                     free_running_identical=int(same))

@@ -1,0 +1,119 @@
+"""S1 weight formats (s1/weights.py): each format agrees with fp32, packs are refreshed, bad formats fail."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s1.generate import generate
+from s1.model import Text2Semantic
+from s1.sampling import PRESETS
+from s1.weights import (
+    WEIGHT_FORMATS,
+    PackedLinears,
+    compare_with_fp32,
+    pack_int8,
+    quantize_int8,
+    refresh,
+    teacher_forced_logits,
+    use_weight_format,
+)
+
+CODEBOOK = 64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_model(seed: int = 0) -> Text2Semantic:
+    torch.manual_seed(seed)
+    model = Text2Semantic(codebook_size=CODEBOOK, phoneme_vocab_size=40, dim=64, n_layer=2, n_head=4, ffn_dim=128)
+    with torch.no_grad():  # sharper logits than the default init, as in a trained model
+        model.head.weight.mul_(8.0)
+    return model.eval()
+
+
+def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 40, (12,), generator=g), torch.randint(0, CODEBOOK, (5,), generator=g)
+
+
+@pytest.mark.parametrize("fmt", WEIGHT_FORMATS)
+def test_format_agrees_with_fp32(fmt: str) -> None:
+    model = tiny_model()
+    phones, prompt = inputs()
+    agree = compare_with_fp32(model, phones, prompt, steps=60, fmt=fmt)
+    limit = {"fp32": 1e-4, "bf16": 0.05, "int8": 0.1}[fmt] * agree.logits_max_abs
+    assert agree.logits_max_abs_diff <= limit, agree
+    assert agree.argmax_agreement >= (1.0 if fmt == "fp32" else 0.95), agree
+    if fmt == "fp32":
+        assert agree.free_running_identical == 60
+    else:
+        assert agree.logits_max_abs_diff > 0  # really another format, not fp32 again
+    assert model.transformer.decode_linear.info.weight_format == fmt
+
+
+def test_teacher_forced_logits_are_the_generation_logits() -> None:
+    model = tiny_model(1)
+    phones, prompt = inputs(1)
+    greedy = PRESETS["greedy"].__class__(top_k=1, greedy=True, repetition_penalty=1.0)
+    tokens = generate(model, [phones], [prompt], greedy, max_new_tokens=20, min_new_tokens=21)[0]
+    logits = teacher_forced_logits(model, phones, prompt, tokens[:-1])[:, : model.eos_id]  # EOS was blocked
+    assert logits.argmax(-1).tolist() == tokens.tolist()
+    assert model.transformer.caches is None
+
+
+def test_int8_quantization_round_trip() -> None:
+    w = torch.randn(48, 32)
+    q, scale = quantize_int8(w)
+    assert q.dtype == torch.int8 and int(q.abs().max()) == 127
+    assert (q.float() * scale[:, None] - w).abs().max() <= scale.max() / 2 + 1e-6
+    x, b = torch.randn(3, 32), torch.randn(48)
+    y = pack_int8(w, b)(x, True)
+    ref = torch.relu(x @ w.T + b)
+    assert (y - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_int8_refuses_widths_its_kernel_cannot_read() -> None:
+    with pytest.raises(ValueError, match="divisible by 16"):
+        pack_int8(torch.randn(8, 30), None)
+
+
+def test_unknown_format_and_kernel() -> None:
+    model = tiny_model()
+    with pytest.raises(ValueError, match="unknown weight format 'fp8'.*fp32, bf16, int8"):
+        use_weight_format(model, "fp8")
+    with pytest.raises(ValueError, match="unknown fp32 kernel"):
+        use_weight_format(model, "fp32", kernel="mkl")
+
+
+def test_packed_weights_follow_parameter_changes() -> None:
+    model = tiny_model(2)
+    phones, prompt = inputs(2)
+    use_weight_format(model, "bf16")
+    first = refresh(model)
+    assert isinstance(first, PackedLinears) and refresh(model) is first  # unchanged weights: no repacking
+    with torch.no_grad():
+        model.transformer.layers[0].linear1.weight.mul_(-1.0)
+    second = refresh(model)
+    assert second is not first and second.info.weight_format == "bf16"
+    fresh = tiny_model(2)
+    with torch.no_grad():
+        fresh.transformer.layers[0].linear1.weight.mul_(-1.0)
+    use_weight_format(fresh, "bf16")
+    a = teacher_forced_logits(model, phones, prompt, torch.arange(8))
+    b = teacher_forced_logits(fresh, phones, prompt, torch.arange(8))
+    torch.testing.assert_close(a, b)
+
+
+def test_grad_mode_never_uses_packed_weights() -> None:
+    model = tiny_model(3)
+    use_weight_format(model, "int8")
+    assert model.transformer.cached_linear() is not model.transformer.decode_linear  # grad enabled here
+    with torch.no_grad():
+        assert model.transformer.cached_linear() is model.transformer.decode_linear

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import ConfigError, S1Config, S1DataConfig, load_config
+from common.listcheck import features_shape, write_pair
 from common.manifest import MANIFEST_NAME, PHONEMES_NAME, REJECTED_NAME, ManifestError, read_manifest, read_phonemes
 from common.progress import RejectionReport
 from modules.bert import BertError, bert_path, load_bert_features, save_bert_features
@@ -94,10 +95,9 @@ def filter_reason(phones: list[str], n_tokens: int, token_rate: float, data: S1D
 def bert_reason(dump: Path, uid: str, bert_dim: int, n_phones: int) -> str | None:
     """Why the BERT features of ``uid`` cannot be used (``category: detail``), or None."""
     path = bert_path(dump, uid)
-    try:
-        shape = tuple(load_bert_features(path, mmap=True).shape)
-    except BertError as err:
-        return f"no BERT features: {err} (run extract_bert_s1.py)"
+    shape, error = features_shape(path)  # header only (common/listcheck.py)
+    if shape is None:
+        return f"no BERT features: {error} (run extract_bert_s1.py)"
     if shape != (bert_dim, n_phones):
         return (f"stale BERT features: {path} has shape {list(shape)}, expected [{bert_dim}, {n_phones}] "
                 "(rerun extract_bert_s1.py --overwrite)")
@@ -218,8 +218,8 @@ def main(args: argparse.Namespace) -> None:
         train = [j.row for j in joined]
     else:
         (dump / JOINS_NAME).unlink(missing_ok=True)
-    write_s1_list(dump / S1_TRAIN_LIST, train)
-    write_s1_list(dump / S1_VAL_LIST, val)
+    write_pair(dump / S1_VAL_LIST, lambda: write_s1_list(dump / S1_TRAIN_LIST, train),
+               lambda: write_s1_list(dump / S1_VAL_LIST, val))  # never the lists of two runs side by side
     hours = sum(len(r.tokens) for r in train) / meta.token_rate / 3600
     print(f"{STAGE}: {len(train)} training items ({hours:.2f} h) in {dump / S1_TRAIN_LIST}, "
           f"{len(val)} validation items in {dump / S1_VAL_LIST} (seed {seed})")

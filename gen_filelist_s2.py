@@ -4,7 +4,8 @@
     python gen_filelist_s2.py --dump dump --config configs/s2.json --val-items 16 --seed 1234
 
 Reads ``dump/manifest.tsv``, ``dump/phonemes.tsv``, the wav headers of ``dump/wav32k`` and
-the presence of ``dump/ssl/<id>.pt``; writes ``dump/s2_train.list`` and ``dump/s2_val.list``.
+the headers of ``dump/ssl/<id>.pt``; writes ``dump/s2_train.list``, ``dump/s2_val.list`` and this
+stage's rows of ``dump/rejected.tsv``.
 
 List format (UTF-8, one utterance per line, sorted by id, no header)::
 
@@ -14,71 +15,96 @@ List format (UTF-8, one utterance per line, sorted by id, no header)::
 (equal to the SSL feature length), used by the length-bucketed sampler. The phonemes and
 features are looked up by id in the dump directory.
 
-An utterance is listed when it has its wav, a phonemes row and a features file no older
-than the wav, and its duration is within ``[data.min_seconds, data.max_seconds]`` of the
-config; every other one is left out and counted by reason. The split is reproducible:
+An utterance is listed when its wav opens as mono ``data.sampling_rate`` audio, it has a
+phonemes row, its duration is within ``[data.min_seconds, data.max_seconds]`` of the config,
+its speaker name can be written to a list, and its features file is no older than the wav and
+opens as fp16 ``[data.ssl_dim, n_frames]`` (headers only, common/listcheck.py); every other one
+is left out, with its reason in ``dump/rejected.tsv`` and counted by reason on stdout (one bad
+item never stops the stage). The split is reproducible:
 ids are sorted, shuffled with ``--seed``, and the first ``val_items`` go to validation
 (``--val-items``, default ``data.val_items``; clamped so that training keeps at least one
 item and validation has at least one when there are two or more; with a single item it
-is used for both). Same inputs and seed give byte-identical lists. No usable item is an
-error (non-zero exit).
+is used for both). Same inputs and seed give byte-identical lists. The validation list is
+removed before the training list is written and written after it, so a killed run never
+leaves the lists of two runs side by side. No usable item is an error (non-zero exit).
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-from collections import Counter
 from pathlib import Path
 
-from common.audio import AudioError, audio_info
 from common.config import ConfigError, S2Config, load_config
+from common.ingest import name_problem
+from common.listcheck import features_shape, wav_check, write_pair
 from common.manifest import (
     MANIFEST_NAME,
     PHONEMES_NAME,
+    REJECTED_NAME,
     S2_TRAIN_LIST,
     S2_VAL_LIST,
     SSL_DIR,
     WAV_DIR,
     ManifestError,
     S2ListItem,
+    Utterance,
     read_manifest,
     read_phonemes,
     write_s2_list,
 )
+from common.progress import RejectionReport
 
 STAGE = "filelist_s2"
 
 
-def collect_items(dump: Path, cfg: S2Config) -> tuple[list[S2ListItem], Counter]:
-    """Usable utterances sorted by id, and the count of left-out ones per reason."""
+def item_reason(dump: Path, utt: Utterance, with_phones: set[str], cfg: S2Config) -> tuple[int, str | None]:
+    """(n_frames, None) for a listable utterance, else (0, reason ``category: detail``); see the module docstring."""
+    sr, hop = cfg.data.sampling_rate, cfg.data.hop_length
+    wav = dump / WAV_DIR / f"{utt.id}.wav"
+    ssl = dump / SSL_DIR / f"{utt.id}.pt"
+    frames, problem = wav_check(wav, sr)
+    if problem:
+        return 0, problem
+    if utt.id not in with_phones:
+        return 0, f"no phonemes: no row for {utt.id} in {dump / PHONEMES_NAME} (run gen_phonemes.py)"
+    if frames / sr < cfg.data.min_seconds:
+        return 0, f"too short (< {cfg.data.min_seconds} s): {wav} has {frames / sr:.2f} s"
+    if frames / sr > cfg.data.max_seconds:
+        return 0, f"too long (> {cfg.data.max_seconds} s): {wav} has {frames / sr:.2f} s"
+    problem = name_problem("speaker", utt.speaker)
+    if problem:
+        return 0, f"{problem} (fix the dataset, then rerun resample.py)"
+    if not ssl.is_file():
+        return 0, f"no ssl: {ssl} not found (run extract_ssl_s2.py)"
+    if ssl.stat().st_mtime < wav.stat().st_mtime:
+        return 0, f"stale ssl (older than the wav; rerun extract_ssl_s2.py): {ssl}"
+    shape, error = features_shape(ssl)
+    if shape is None:
+        return 0, f"unreadable ssl: {error} (rerun extract_ssl_s2.py --overwrite)"
+    if shape[0] != cfg.data.ssl_dim:
+        return 0, (f"ssl dimension: {ssl} has dimension {shape[0]}, but data.ssl_dim is {cfg.data.ssl_dim} "
+                   "(extract the features with the SSL model of this config)")
+    if shape[1] != frames // hop:
+        return 0, (f"ssl length mismatch: {ssl} has {shape[1]} frames but {wav} has {frames // hop} "
+                   "(rerun extract_ssl_s2.py --overwrite)")
+    return frames // hop, None
+
+
+def collect_items(dump: Path, cfg: S2Config) -> tuple[list[S2ListItem], RejectionReport]:
+    """Usable utterances sorted by id, and the left-out ones with their reasons."""
     utts = read_manifest(dump / MANIFEST_NAME)
     phonemes = dump / PHONEMES_NAME
     with_phones = {e.id for e in read_phonemes(phonemes)} if phonemes.is_file() else set()
-    sr, hop = cfg.data.sampling_rate, cfg.data.hop_length
     kept: list[S2ListItem] = []
-    left_out: Counter = Counter()
+    report = RejectionReport(STAGE)
     for utt in sorted(utts, key=lambda u: u.id):
-        wav = dump / WAV_DIR / f"{utt.id}.wav"
-        ssl = dump / SSL_DIR / f"{utt.id}.pt"
-        try:
-            header = audio_info(wav)
-        except AudioError as err:
-            left_out["missing wav" if err.reason == "file not found" else "unreadable wav"] += 1
-            continue
-        if utt.id not in with_phones:
-            left_out["no phonemes"] += 1
-        elif not ssl.is_file():
-            left_out["no ssl"] += 1
-        elif ssl.stat().st_mtime < wav.stat().st_mtime:
-            left_out["stale ssl (older than the wav; rerun extract_ssl_s2.py)"] += 1
-        elif header.frames / sr < cfg.data.min_seconds:
-            left_out[f"too short (< {cfg.data.min_seconds} s)"] += 1
-        elif header.frames / sr > cfg.data.max_seconds:
-            left_out[f"too long (> {cfg.data.max_seconds} s)"] += 1
+        n_frames, reason = item_reason(dump, utt, with_phones, cfg)
+        if reason:
+            report.add(utt.id, utt.source, reason)
         else:
-            kept.append(S2ListItem(utt.id, utt.speaker, utt.lang, header.frames // hop))
-    return kept, left_out
+            kept.append(S2ListItem(utt.id, utt.speaker, utt.lang, n_frames))
+    return kept, report
 
 
 def split_items(items: list[S2ListItem], val_items: int, seed: int) -> tuple[list[S2ListItem], list[S2ListItem]]:
@@ -94,15 +120,18 @@ def split_items(items: list[S2ListItem], val_items: int, seed: int) -> tuple[lis
 
 def main(args: argparse.Namespace) -> None:
     dump = Path(args.dump)
+    if args.val_items is not None and args.val_items < 0:
+        raise SystemExit(f"{STAGE}: --val-items must be >= 0, got {args.val_items}")
     try:
         cfg = load_config(args.config, S2Config)
         items, left_out = collect_items(dump, cfg)
+        left_out.write(dump / REJECTED_NAME)
     except (ConfigError, ManifestError) as err:
         raise SystemExit(f"{STAGE}: {err}") from None
-    if left_out:
-        print(f"{STAGE}: left out {sum(left_out.values())} utterance(s):")
-        for reason, n in left_out.most_common():
-            print(f"  {reason}: {n}")
+    if len(left_out):
+        print(f"{STAGE}: left out {len(left_out)} utterance(s) (details in {dump / REJECTED_NAME}):")
+        for line in left_out.summary():
+            print(line)
     if not items:
         raise SystemExit(f"{STAGE}: no usable utterance in {dump} (see the counts above): run resample.py, "
                          "gen_phonemes.py and extract_ssl_s2.py first")
@@ -111,8 +140,8 @@ def main(args: argparse.Namespace) -> None:
     if len(items) == 1:
         print(f"{STAGE}: only one usable utterance: it is used for both training and validation")
     try:
-        write_s2_list(dump / S2_TRAIN_LIST, train)
-        write_s2_list(dump / S2_VAL_LIST, val)
+        write_pair(dump / S2_VAL_LIST, lambda: write_s2_list(dump / S2_TRAIN_LIST, train),
+                   lambda: write_s2_list(dump / S2_VAL_LIST, val))
     except ManifestError as err:
         raise SystemExit(f"{STAGE}: {err}") from None
     seconds = sum(it.n_frames for it in items) * cfg.data.hop_length / cfg.data.sampling_rate

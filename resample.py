@@ -8,7 +8,11 @@ transcript beside each wav::
     python resample.py --root data/corpus --dump dump --workers 8
 
 Writes ``dump/wav32k/<id>.wav``, ``dump/manifest.tsv`` (``id speaker lang text duration
-source``) and this stage's rows of ``dump/rejected.tsv``. Source files are only read.
+source``) and this stage's rows of ``dump/rejected.tsv`` and ``dump/adjusted.tsv``. Source files
+are only read. Every item passes the ingest checks of ``common/ingest.py`` first: speaker names
+that cannot go into a list, multi-line transcripts, the same recording reached through two paths,
+dangling or looping symlinks are rejected; markup entities in transcripts are decoded and audio
+peaking above full scale is scaled down to fit (never clipped), each noted in ``adjusted.tsv``.
 Rerunning skips items whose output wav is already there and valid (duration limits are
 checked again from its header; a changed ``--silence-db`` needs ``--overwrite``);
 ``--overwrite`` redoes every item. Every rejected item is reported with its reason and counts are printed;
@@ -28,7 +32,9 @@ import numpy as np
 
 from common.audio import AudioError, audio_info, load_audio, save_wav
 from common.fileio import remove_stale_temps
+from common.ingest import fit_level, previous_notes, vet_items
 from common.manifest import (
+    ADJUSTED_NAME,
     MANIFEST_NAME,
     REJECTED_NAME,
     WAV_DIR,
@@ -68,6 +74,7 @@ class Outcome:
     status: str  # "processed" | "skipped" | "rejected"
     duration: float = 0.0
     reason: str = ""
+    note: str = ""  # how the audio was changed on the way in (common/ingest.py: fit_level)
 
 
 def _duration_problem(seconds: float, limits: Limits) -> str | None:
@@ -112,7 +119,7 @@ def process(task: Task) -> Outcome:
         header = audio_info(task.source)
         if header.duration > task.limits.max_seconds:  # do not decode what will be refused
             return Outcome("rejected", reason=_duration_problem(header.duration, task.limits) or "")
-        audio = load_audio(task.source, WAV_SAMPLE_RATE)  # [T]
+        audio = load_audio(task.source, WAV_SAMPLE_RATE, clip=False)  # [T], peaks may exceed 1
     except AudioError as err:
         return Outcome("rejected", reason=err.reason)
     seconds = len(audio) / WAV_SAMPLE_RATE
@@ -123,8 +130,9 @@ def process(task: Task) -> Outcome:
     if rms_db < task.limits.silence_db:
         levels = f"RMS {rms_db:.1f} dBFS, peak {peak_db:.1f} dBFS"
         return Outcome("rejected", reason=f"silent: {levels} (threshold {task.limits.silence_db} dB)")
+    audio, note = fit_level(audio)
     save_wav(task.output, audio, WAV_SAMPLE_RATE)
-    return Outcome("processed", duration=seconds)
+    return Outcome("processed", duration=seconds, note=note or "")
 
 
 def _previous_sources(manifest: Path) -> dict[str, str]:
@@ -154,10 +162,13 @@ def main(args: argparse.Namespace) -> None:
     wav_dir = dump / WAV_DIR
     wav_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(wav_dir)
+    vet_items(dataset.items)  # names, paths, transcripts, duplicates: common/ingest.py
     assign_ids(dataset.items)
     previous = {} if args.overwrite else _previous_sources(dump / MANIFEST_NAME)
+    old_notes = previous_notes(dump / ADJUSTED_NAME, STAGE)
 
     report = RejectionReport(STAGE)
+    adjusted = RejectionReport(STAGE)  # kept items changed on the way in; same file format
     for origin, reason in dataset.bad_entries:
         report.add("-", origin, reason)
     accepted, tasks = [], []
@@ -181,11 +192,21 @@ def main(args: argparse.Namespace) -> None:
             report.add(item.id, item.origin, outcome.reason)
             continue
         counts[outcome.status] += 1
+        level = [outcome.note] if outcome.note else []
+        if outcome.status == "skipped":  # the source was not read again: keep what the run that made it noted
+            level = [n for n in old_notes.get(item.id, []) if n.startswith("scaled down")]
+        for note in item.notes + level:
+            adjusted.add(item.id, item.origin, note)
         utts.append(Utterance(item.id, item.speaker, lang, item.text, outcome.duration, str(item.audio)))
 
     write_manifest(dump / MANIFEST_NAME, utts)
     report.write(dump / REJECTED_NAME)
+    adjusted.write(dump / ADJUSTED_NAME)
     print_summary(STAGE, counts["processed"], counts["skipped"], report, dump / REJECTED_NAME)
+    if len(adjusted):
+        print(f"{STAGE}: {len(adjusted)} change(s) to kept items on the way in (details in {dump / ADJUSTED_NAME}):")
+        for line in adjusted.summary():
+            print(line)
     if not utts:
         raise SystemExit(f"{STAGE}: no usable utterance in the dataset; see {dump / REJECTED_NAME} for the reasons")
     print(f"{STAGE}: {len(utts)} utterances in {dump / MANIFEST_NAME}")

@@ -3,13 +3,16 @@
 ``load_audio`` accepts anything libsndfile reads (WAV in 8-bit unsigned, 16/24/32-bit
 integer or float, FLAC, OGG, MP3, ...), at any sample rate and channel count, and returns
 mono float32 in [-1, 1] at the requested rate (soxr, high quality). Every failure raises
-``AudioError`` naming the file and the reason, so a stage can report it and go on.
+``AudioError`` naming the file and the reason (``file not found``, ``broken symlink``, ``symlink
+loop``, ``not a regular file``, ...), so a stage can report it and go on.
 ``save_wav`` writes 16-bit PCM through a temp file and an atomic rename: a killed writer
 never leaves a partial wav under the final name.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,13 @@ class AudioInfo:
 
 
 def _check_file(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        try:
+            path.stat()
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise AudioError(path, "symlink loop: the link never reaches a file") from None
+        raise AudioError(path, f"broken symlink: its target {os.readlink(path)} does not exist")
     if not path.exists():
         raise AudioError(path, "file not found")
     if not path.is_file():

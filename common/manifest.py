@@ -26,9 +26,10 @@ import hashlib
 import math
 import os
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.fileio import atomic_write_text
@@ -39,6 +40,7 @@ WAV_SAMPLE_RATE = 32000
 MANIFEST_NAME = "manifest.tsv"
 PHONEMES_NAME = "phonemes.tsv"
 REJECTED_NAME = "rejected.tsv"
+ADJUSTED_NAME = "adjusted.tsv"  # kept items changed on the way in (common/ingest.py), same columns as rejected.tsv
 S2_TRAIN_LIST = "s2_train.list"
 S2_VAL_LIST = "s2_val.list"
 
@@ -71,6 +73,12 @@ def normalize_lang(code: str) -> str:
 def clean_field(text: str) -> str:
     """Text safe for one TSV cell: tabs, CR and LF become spaces; outer blanks stripped."""
     return re.sub(r"[\t\r\n]+", " ", text).strip()
+
+
+def unlistable_char(value: str) -> str | None:
+    """The first character of ``value`` that a one-line record cannot hold (control characters, line and
+    paragraph separators: ``str.splitlines`` splits on several of them), or None."""
+    return next((c for c in value if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
 
 
 def sanitize_id(name: str) -> str:
@@ -233,8 +241,9 @@ class S2ListItem:
     def to_line(self) -> str:
         for name in ("id", "speaker", "lang"):
             value = getattr(self, name)
-            if "|" in value or "\n" in value or not value:
-                raise ManifestError(f"{self.id}: {name} {value!r} cannot be written to a list (empty or has '|')")
+            if "|" in value or unlistable_char(value) is not None or not value:
+                raise ManifestError(f"{self.id}: {name} {value!r} cannot be written to a list "
+                                    "(empty, or has '|' or a control or line-separator character)")
         return f"{self.id}|{self.speaker}|{self.lang}|{self.n_frames}"
 
 
@@ -274,6 +283,8 @@ class SourceItem:
     key: str  # dataset-relative name of the audio, hashed into the id on collisions
     problem: str | None = None  # why the item cannot be used, found while reading the dataset
     id: str = ""  # set by assign_ids
+    notes: list[str] = field(default_factory=list)  # how the item was changed on the way in (common/ingest.py)
+    duplicate_of: str = ""  # origin of the item holding the same recording (common/ingest.py)
 
 
 @dataclass
@@ -291,7 +302,8 @@ def read_list(path: str | Path) -> Dataset:
     """Read a ``wav_path|speaker|lang|text`` list; relative paths resolve against the list's folder.
 
     Lines with the wrong field count, invalid UTF-8 or an empty speaker are returned in
-    ``bad_entries`` with their line number; an empty transcript becomes an item problem.
+    ``bad_entries`` with their line number; an empty transcript becomes an item problem. Names and
+    text are checked further by ``common.ingest.vet_items``.
     """
     path = Path(path)
     if not path.is_file():
@@ -319,22 +331,27 @@ def read_list(path: str | Path) -> Dataset:
             bad.append((origin, "bad list line: empty wav path or speaker"))
             continue
         audio = _absolute(base / wav)
-        text = clean_field(text)
         problem = None if text else "empty transcript: no text on the list line"
         items.append(SourceItem(audio, speaker, lang, text, origin, key=wav, problem=problem))
     return Dataset(items, bad)
 
 
 def read_transcript(lab: Path) -> tuple[str, str | None]:
-    """(text, problem) for a ``.lab`` file: missing, non-UTF-8 and empty are problems."""
+    """(text, problem) for a ``.lab`` file: missing, non-UTF-8 and empty are problems.
+
+    The text keeps its line breaks (only outer blanks are stripped): ``common.ingest.vet_items``
+    rejects a transcript of several lines rather than joining them.
+    """
     if not lab.is_file():
+        if lab.exists() or lab.is_symlink():
+            return "", f"unreadable .lab: {lab.name} is not a regular file (or a broken symlink)"
         return "", f"missing .lab: expected {lab.name} beside the audio"
     data = lab.read_bytes()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         return "", f"non-UTF-8 transcript: {lab.name} has invalid byte 0x{data[err.start]:02x} at offset {err.start}"
-    text = clean_field(text)
+    text = text.strip()
     if not text:
         return "", f"empty transcript: {lab.name} has no text"
     return text, None
@@ -343,14 +360,16 @@ def read_transcript(lab: Path) -> tuple[str, str | None]:
 def scan_tree(root: str | Path) -> Dataset:
     """Find ``<root>/<lang>/<speaker>/<name>.<audio ext>`` files, each with ``<name>.lab`` beside it.
 
-    Audio files at any other depth are returned in ``bad_entries`` (misplaced).
+    Audio files at any other depth are returned in ``bad_entries`` (misplaced). Entries named like
+    audio that are not regular files (symlinks, dangling or looping; FIFOs; folders) are items too,
+    so the audio reader rejects them with a reason instead of their being dropped unseen.
     """
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"{root}: dataset folder not found")
     items: list[SourceItem] = []
     bad: list[tuple[str, str]] = []
-    for audio in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+    for audio in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
         rel = audio.relative_to(root)
         if len(rel.parts) != 3:
             bad.append((str(_absolute(audio)), "misplaced: expected <root>/<lang>/<speaker>/<file>"))
@@ -367,10 +386,18 @@ def _short_hash(key: str) -> str:
 
 
 def assign_ids(items: list[SourceItem]) -> None:
-    """Set ``item.id`` for every item (see the module docstring); a repeated source becomes a problem."""
+    """Set ``item.id`` for every item (see the module docstring); a repeated source becomes a problem.
+
+    Items marked as another item's ``duplicate_of`` take no part in the collision groups (so they do
+    not change the ids of the others) and always get the hashed form of their id.
+    """
     groups: dict[str, list[SourceItem]] = defaultdict(list)
     for item in items:
-        groups[sanitize_id(f"{item.speaker}_{Path(item.key).stem}")].append(item)
+        base = sanitize_id(f"{item.speaker}_{Path(item.key).stem}")
+        if item.duplicate_of:
+            item.id = f"{base}_{_short_hash(item.key)}"
+        else:
+            groups[base].append(item)
     first_by_id: dict[str, SourceItem] = {}
     for base, group in groups.items():
         for item in group:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import gen_filelist_s2 as gf
 from common.audio import save_wav
@@ -22,6 +23,7 @@ from common.manifest import (
     write_manifest,
     write_phonemes,
 )
+from modules.ssl import save_features
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_S2 = ROOT / "configs" / "tiny" / "s2.json"  # min_seconds 0.5, max_seconds 12, hop 640, val_items 4
@@ -41,8 +43,7 @@ def make_dump(dump: Path, n_good: int = 10) -> dict[str, int]:
         if uid != "bad_noph":
             phones.append(PhonemeEntry(uid, ["n", "i2"], [2], "你"))
         if uid != "bad_nossl":
-            (dump / "ssl").mkdir(parents=True, exist_ok=True)
-            (dump / "ssl" / f"{uid}.pt").write_bytes(b"features")
+            save_features(dump / "ssl" / f"{uid}.pt", torch.zeros(64, n // HOP))  # data.ssl_dim 64
     stale = dump / "ssl" / "bad_stale.pt"
     os.utime(stale, (time.time() - 100, time.time() - 100))  # older than its wav
     write_manifest(dump / "manifest.tsv", utts)

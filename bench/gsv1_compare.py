@@ -26,8 +26,13 @@ fp32, CPU. Parts (``--parts``, default all but none of the GS-current-only ones)
 - ``d``: discriminator logits and feature maps on the same pair of waveforms;
 - ``speed-s1``: decoding speed, 12 and 24 layers, ``--n-phones`` phonemes + ``--n-prompt`` prompt
   tokens, ``--new-tokens`` new tokens, the gsv1 sampling preset (top_k 10), EOS disabled,
-  GS ``infer_panel`` vs our ``generate_detailed`` (KV cache), interleaved runs, medians;
-- ``speed-s2``: ``decode`` of ``--seconds`` of audio, interleaved runs, medians.
+  GS ``infer_panel`` (fp32) vs our ``generate_detailed`` (KV cache) in each ``--weights`` format
+  (``s1.weights``: fp32, bf16, int8), interleaved runs, medians; per non-fp32 format its agreement
+  with our fp32 over ``--agreement-steps`` greedy tokens (``s1.weights.compare_with_fp32``);
+- ``speed-s2``: ``decode`` of ``--seconds`` of audio, GS (fp32) vs ours in fp32 and, with
+  ``--s2-bf16`` (default on CPUs with native bf16), ours with the generator under bf16 autocast
+  (``--s2-precision bf16`` of tts.py/s2_infer.py) with its SNR against our fp32 output (noise scale 0);
+  interleaved runs, medians.
 
 Prints one JSON object: environment (CPU model and flags, threads, load average before and
 after, torch, GS commit), ``stand_ins`` (what was replaced to import GS), ``checks``
@@ -51,6 +56,7 @@ import soundfile as sf
 import torch
 
 from bench import gs_reference as gsr
+from common.cpu import cpu_bf16_native, cpu_flags, cpu_model
 
 PARTS = ("s1", "prompt", "bert", "s2", "d", "speed-s1", "speed-s2")
 LOGITS_TARGET = 1e-4
@@ -59,21 +65,10 @@ BERT_TEXTS = ["今天天气很好，我们去公园散步吧。", "我喜欢用P
 
 
 def cpu_facts() -> dict:
-    facts = {"machine": platform.machine(), "cpu_model": platform.processor() or "unknown"}
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        for line in info.splitlines():
-            if line.startswith("model name"):
-                facts["cpu_model"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                facts["cpu_flags"] = sorted(flags & {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16",
-                                                     "avx512_vnni", "amx_tile", "f16c"})
-                break
-    except OSError:
-        pass
-    facts["logical_cpus"] = os.cpu_count()
-    return facts
+    flags = cpu_flags() & {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "avx512_vnni", "amx_tile",
+                           "amx_bf16", "amx_int8", "f16c"}
+    return {"machine": platform.machine(), "cpu_model": cpu_model(), "cpu_flags": sorted(flags),
+            "bf16_native": cpu_bf16_native(), "logical_cpus": os.cpu_count()}
 
 
 def gs_commit(root: Path) -> str:
@@ -288,25 +283,36 @@ def interleaved(runs: dict[str, callable], repeats: int) -> dict[str, list[float
 
 def part_speed_s1(gs: gsr.GS, files: dict[int, Path], args: argparse.Namespace) -> dict:
     from infer.loading import load_s1
+    from s1.weights import compare_with_fp32, use_weight_format
 
     phones, prompt, bert = s1_inputs(args.n_phones, args.n_prompt, args.seed + 1)
+    formats = args.weights.split(",")
     out = {}
     for n_layer, path in files.items():
         gs_model = gsr.load_gs_s1(gs, path)
-        ours = load_s1(path, torch.device("cpu")).model
         n = args.new_tokens
-        times = interleaved({
-            "gs": lambda m=gs_model, n=n: gsr.gs_s1_decode(m, phones, prompt, bert, n, top_k=10),
-            "ours": lambda m=ours, n=n: our_s1_decode(m, phones, prompt, bert, n, "gsv1"),
-        }, args.repeats)
+        runs = {"gs": lambda m=gs_model, n=n: gsr.gs_s1_decode(m, phones, prompt, bert, n, top_k=10)}
+        formats_info = {}
+        for fmt in formats:
+            ours = load_s1(path, torch.device("cpu")).model
+            formats_info[fmt] = vars(use_weight_format(ours, fmt))
+            runs[fmt] = lambda m=ours, n=n: our_s1_decode(m, phones, prompt, bert, n, "gsv1")
+        times = interleaved(runs, args.repeats)
         med = {k: statistics.median(v) for k, v in times.items()}
-        out[f"s1_{n_layer}L"] = {"gs_tok_s": n / med["gs"], "ours_tok_s": n / med["ours"],
-                                 "speedup_ours_vs_gs": med["gs"] / med["ours"],
-                                 "gs_s": times["gs"], "ours_s": times["ours"]}
+        res = {"gs_tok_s": n / med["gs"], "gs_s": times["gs"]}
+        for fmt in formats:
+            res[fmt] = {"tok_s": n / med[fmt], "speedup_vs_gs": med["gs"] / med[fmt], "runs_s": times[fmt],
+                        "weights": formats_info[fmt]}
+            if fmt != "fp32" and args.agreement_steps > 0:
+                model = load_s1(path, torch.device("cpu")).model
+                res[fmt]["agreement_vs_fp32"] = vars(compare_with_fp32(model, phones, prompt, args.agreement_steps,
+                                                                       fmt, bert=bert.T))
+        out[f"s1_{n_layer}L"] = res
     return out
 
 
 def part_speed_s2(gs: gsr.GS, g_path: Path, d_path: Path, args: argparse.Namespace) -> dict:
+    from bench.s2 import BF16_SNR_TOLERANCE_DB, snr_db
     from infer.loading import load_s2
 
     vq, _, hps = gsr.load_gs_s2(gs, g_path, d_path)
@@ -322,11 +328,28 @@ def part_speed_s2(gs: gsr.GS, g_path: Path, d_path: Path, args: argparse.Namespa
     def ours() -> None:
         s2.generator.decode(codes[None], text[None], torch.tensor([len(text)]), spec, noise_scale=0.5)
 
-    times = interleaved({"gs": theirs, "ours": ours}, args.repeats)
+
+    @torch.no_grad()
+    def ours_bf16(noise_scale: float = 0.5) -> torch.Tensor:
+        return s2.generator.decode(codes[None], text[None], torch.tensor([len(text)]), spec, noise_scale=noise_scale,
+                                   dec_dtype=torch.bfloat16)
+
+    runs = {"gs": theirs, "ours": ours}
+    if args.s2_bf16:
+        runs["ours_bf16"] = ours_bf16
+    times = interleaved(runs, args.repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"s2_decode": {"audio_s": args.seconds, "gs_rtf": med["gs"] / args.seconds,
-                          "ours_rtf": med["ours"] / args.seconds, "speedup_ours_vs_gs": med["gs"] / med["ours"],
-                          "gs_s": times["gs"], "ours_s": times["ours"]}}
+    res = {"audio_s": args.seconds, "gs_rtf": med["gs"] / args.seconds,
+           "ours_rtf": med["ours"] / args.seconds, "speedup_ours_vs_gs": med["gs"] / med["ours"],
+           "gs_s": times["gs"], "ours_s": times["ours"]}
+    if args.s2_bf16:
+        with torch.no_grad():
+            ref = s2.generator.decode(codes[None], text[None], torch.tensor([len(text)]), spec, noise_scale=0.0)
+        res.update({"ours_bf16_rtf": med["ours_bf16"] / args.seconds,
+                    "speedup_ours_bf16_vs_gs": med["gs"] / med["ours_bf16"], "ours_bf16_s": times["ours_bf16"],
+                    "bf16_snr_db_vs_fp32": snr_db(ref, ours_bf16(0.0)),
+                    "bf16_snr_tolerance_db": BF16_SNR_TOLERANCE_DB})
+    return {"s2_decode": res}
 
 
 # ----------------------------------------------------------------------------- main
@@ -336,6 +359,10 @@ def main(args: argparse.Namespace) -> None:
     parts = set(args.parts.split(","))
     if not parts <= set(PARTS):
         raise SystemExit(f"error: --parts {args.parts}: choose from {','.join(PARTS)}")
+    from s1.weights import WEIGHT_FORMATS
+
+    if not set(args.weights.split(",")) <= set(WEIGHT_FORMATS):
+        raise SystemExit(f"error: --weights {args.weights}: choose from {','.join(WEIGHT_FORMATS)}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -380,7 +407,8 @@ def main(args: argparse.Namespace) -> None:
         "stand_ins": gs.notes,
         "settings": {"steps": args.steps, "n_phones": args.n_phones, "n_prompt": args.n_prompt,
                      "new_tokens": args.new_tokens, "seconds": args.seconds, "repeats": args.repeats,
-                     "seed": args.seed},
+                     "seed": args.seed, "weights": args.weights, "agreement_steps": args.agreement_steps,
+                     "s2_bf16": args.s2_bf16},
         "checks": checks, "all_ok": all(c["ok"] for c in checks.values()), "speed": speed,
     }
     print(json.dumps(result, indent=2, ensure_ascii=False))
@@ -397,6 +425,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=500, help="new tokens per S1 speed run (default: 500)")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds of audio per S2 decode (default: 10)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each side, interleaved (default: 5)")
+    p.add_argument("--weights", default="fp32,bf16,int8",
+                   help="our S1 weight formats timed in speed-s1, comma-separated (default: fp32,bf16,int8)")
+    p.add_argument("--agreement-steps", type=int, default=500,
+                   help="greedy tokens of each non-fp32 format's check against fp32 in speed-s1 (0 = skip)")
+    p.add_argument("--s2-bf16", action=argparse.BooleanOptionalAction, default=cpu_bf16_native(),
+                   help="also time our S2 decode under bf16 autocast in speed-s2 (default: on CPUs with native bf16)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--work-dir", default=None, help="keep the v1 files and tiny models here (default: a temp dir)")

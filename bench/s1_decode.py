@@ -44,6 +44,7 @@ from typing import TypeVar
 
 import torch
 
+from s1.compiled import compile_decode_step
 from s1.generate import GenerationResult, generate_detailed
 from s1.model import Text2Semantic
 from s1.sampling import PRESETS
@@ -111,7 +112,7 @@ def main(args: argparse.Namespace) -> None:
                                            kernel=args.kernel))
     fmt_info = vars(use_weight_format(model, args.weights, args.kernel))
     if args.compile:
-        model.decode_one_token = torch.compile(model.decode_one_token, dynamic=True)
+        compile_decode_step(model)
 
     def run(n_new: int, use_cache: bool) -> GenerationResult:
         res = generate_detailed(

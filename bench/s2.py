@@ -21,8 +21,11 @@ Full-size model (configs/s2.json), random weights. Prints one JSON object:
   The generator's FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``
   (convolutions and transposed convolutions, 2 FLOPs per multiply-add): ``generator_gflop``,
   per audio second, and the achieved ``generator_gflop_s``.
-- ``decode_bf16``: the same under bf16 autocast (oneDNN's bf16 kernels on CPUs with AVX-512
-  BF16), with its difference from the fp32 waveform (skip with ``--no-bf16``).
+- ``decode_bf16``: the same with the generator under bf16 autocast (oneDNN's bf16 kernels on CPUs
+  with AVX-512 BF16; the rest stays fp32), with its difference from the fp32 waveform: max/rms
+  difference, ``snr_db_vs_fp32`` against the stated tolerance (``BF16_SNR_TOLERANCE_DB``, 20 dB) and ``speedup_vs_fp32``
+  (skip with ``--no-bf16``). ``infer.decoder`` decodes like this with ``--s2-precision bf16``
+  (or ``auto`` on CPUs with native bf16).
 - ``peaks``: a 2048³ fp32 matmul, a large fp32 ``Conv1d`` (512 channels, kernel 7, 4000
   frames: the convolution library's best case) and a 2048³ bf16 matmul, each the best of
   probes taken before and after the measurements (the machine is shared and noisy: compare
@@ -48,6 +51,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RTF = 0.15
+BF16_SNR_TOLERANCE_DB = 20.0  # bf16 decode vs fp32: error power at most 1 % of the signal's
+
+
+def snr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
+    """10·log10(Σ ref² / Σ (test - ref)²) in dB (inf when identical)."""
+    err = float((test.float() - ref.float()).pow(2).sum())
+    return math.inf if err == 0 else 10 * math.log10(float(ref.float().pow(2).sum()) / err)
 
 
 def _sync(device: torch.device) -> None:
@@ -143,7 +153,8 @@ class Silent(torch.nn.Module):
 
 def bench_decode(cfg_path: Path, device: torch.device, seconds: float, ref_seconds: float, n_phones: int,
                  repeats: int, dtype: torch.dtype | None = None) -> tuple[dict, torch.Tensor]:
-    """Decode timings (see the module docstring) and the decoded wav; ``dtype`` runs under that autocast."""
+    """Decode timings (see the module docstring) and the decoded wav; ``dtype``: the generator runs under
+    that autocast (``SynthesizerTrn.decode(dec_dtype=...)``, as ``--s2-precision bf16`` decodes)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from common.config import S2Config, load_config
@@ -167,12 +178,14 @@ def bench_decode(cfg_path: Path, device: torch.device, seconds: float, ref_secon
     audio_s = n_frames * d.hop_length / d.sampling_rate
     cast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
-    with torch.inference_mode(), cast:
+    with torch.inference_mode():
         def decode() -> torch.Tensor:
-            return net.decode(codes, text, text_lengths, refer, generator=torch.Generator(device).manual_seed(0))
+            return net.decode(codes, text, text_lengths, refer, generator=torch.Generator(device).manual_seed(0),
+                              dec_dtype=dtype)
 
         def generator() -> torch.Tensor:
-            return net.dec(z, g=ge)
+            with cast:
+                return net.dec(z, g=ge)
 
         wav = decode()
         generator()
@@ -224,6 +237,10 @@ def main(args: argparse.Namespace) -> None:
         out["decode_bf16"]["max_abs_diff_vs_fp32"] = float(diff.abs().max())
         out["decode_bf16"]["rms_diff_vs_fp32"] = float(diff.pow(2).mean().sqrt())
         out["decode_bf16"]["rms_fp32"] = float(wav.pow(2).mean().sqrt())
+        out["decode_bf16"]["snr_db_vs_fp32"] = snr_db(wav, wav_bf16)
+        out["decode_bf16"]["snr_tolerance_db"] = BF16_SNR_TOLERANCE_DB
+        out["decode_bf16"]["within_tolerance"] = out["decode_bf16"]["snr_db_vs_fp32"] >= BF16_SNR_TOLERANCE_DB
+        out["decode_bf16"]["speedup_vs_fp32"] = out["decode"]["wall_s"] / out["decode_bf16"]["wall_s"]
     after = peaks(device, args.bf16)
     # the best probe of before and after: the highest, i.e. the strictest, reference
     out["peaks"] = {k: max(before[k], after[k]) for k in before}

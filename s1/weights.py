@@ -16,7 +16,7 @@ themselves are unchanged (fp32). Per format, each transformer ``Linear`` becomes
   and the timings are in the returned ``FormatInfo``). Results equal fp32 ``F.linear``.
 - ``bf16``: bf16 copies of weight and bias; the input is rounded to bf16, the product comes
   back to fp32. Residuals, LayerNorms, attention, the KV cache and the head stay fp32.
-  Fast on CPUs with AVX-512 BF16 or AMX (``cpu_bf16_native``), slow (emulated) elsewhere.
+  Fast on CPUs with AVX-512 BF16 or AMX (``common.cpu.cpu_bf16_native``), slow (emulated) elsewhere.
 - ``int8``: symmetric per-output-channel int8 weights (``scale = max|w_row| / 127``),
   ``torch.ops.aten._weight_int8pack_mm`` on bf16 inputs (its fast CPU path), then
   ``y * scale + bias`` in fp32. CPU only.
@@ -32,7 +32,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -52,19 +51,6 @@ def check_weight_format(fmt: str) -> str:
     if fmt not in WEIGHT_FORMATS:
         raise ValueError(f"unknown weight format {fmt!r}: choose one of {', '.join(WEIGHT_FORMATS)}")
     return fmt
-
-
-def cpu_bf16_native() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX-BF16), from /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
 
 
 def _with_relu(y: Tensor, relu: bool) -> Tensor:

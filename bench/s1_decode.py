@@ -48,7 +48,7 @@ from s1.compiled import compile_decode_step
 from s1.generate import GenerationResult, generate_detailed
 from s1.model import Text2Semantic
 from s1.sampling import PRESETS
-from s1.weights import FP32_KERNELS, WEIGHT_FORMATS, compare_with_fp32, use_weight_format
+from s1.weights import KERNELS, WEIGHT_FORMATS, compare_with_fp32, use_weight_format
 
 T = TypeVar("T")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -196,8 +196,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--copy-mb", type=int, default=512, help="size of the bandwidth-probe copy in MiB")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     p.add_argument("--weights", default="fp32", choices=WEIGHT_FORMATS, help="weight format of the decode step")
-    p.add_argument("--kernel", default="auto", choices=FP32_KERNELS,
-                   help="fp32 linears: F.linear (plain), oneDNN, or the faster of both here (auto)")
+    p.add_argument("--kernel", default="auto", choices=KERNELS,
+                   help="fp32/bf16 linears: F.linear (plain), oneDNN, or the faster of both here (auto)")
     p.add_argument("--agreement-steps", type=int, default=500,
                    help="greedy tokens of the check against fp32 (bf16/int8; 0 = skip)")
     p.add_argument("--seed", type=int, default=0, help="random seed (weights and sampling)")

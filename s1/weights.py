@@ -11,15 +11,19 @@ decode steps) uses the packed weights; training, the uncached path and the param
 themselves are unchanged (fp32). Per format, each transformer ``Linear`` becomes:
 
 - ``fp32``: the same weights through ``F.linear`` or oneDNN's fused linear
-  (``modules.transformer.onednn_linear``), whichever is faster on this machine: both are
-  timed over the model's own weights when the format is set (``kernel="auto"``; the choice
-  and the timings are in the returned ``FormatInfo``). Results equal fp32 ``F.linear``.
-- ``bf16``: bf16 copies of weight and bias; the input is rounded to bf16, the product comes
-  back to fp32. Residuals, LayerNorms, attention, the KV cache and the head stay fp32.
-  Fast on CPUs with AVX-512 BF16 or AMX (``common.cpu.cpu_bf16_native``), slow (emulated) elsewhere.
+  (``modules.transformer.onednn_linear``). Results equal fp32 ``F.linear``.
+- ``bf16``: bf16 copies of weight and bias, through ``F.linear`` or oneDNN (weights reordered
+  once into oneDNN's layout); the input is rounded to bf16, the product comes back to fp32.
+  Residuals, LayerNorms, attention, the KV cache and the head stay fp32. Fast on CPUs with
+  AVX-512 BF16 or AMX (``common.cpu.cpu_bf16_native``), slow (emulated) elsewhere.
 - ``int8``: symmetric per-output-channel int8 weights (``scale = max|w_row| / 127``),
   ``torch.ops.aten._weight_int8pack_mm`` on bf16 inputs (its fast CPU path), then
   ``y * scale + bias`` in fp32. CPU only.
+
+For fp32 and bf16 the kernel (``F.linear`` = "plain", or "onednn") is chosen by timing both
+over the model's own weights, one row, when the format is set (``kernel="auto"``; the choice
+and the timings are in the returned ``FormatInfo``): which one is faster depends on the CPU,
+the BLAS torch was built with and the load, so no machine's result is built in.
 
 The output head (``[V, D]``, 1 % of the weights) is kept in fp32 in every format, so the
 logits are computed exactly from the hidden state. Packed weights are snapshots: after the
@@ -40,7 +44,8 @@ from torch import Tensor, nn
 from modules.transformer import onednn_linear, onednn_linear_usable, plain_linear
 
 WEIGHT_FORMATS = ("fp32", "bf16", "int8")
-FP32_KERNELS = ("auto", "plain", "onednn")
+KERNELS = ("auto", "plain", "onednn")
+BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "int8": 1}
 INT8_K_MULTIPLE = 16
 
 Packed = Callable[[Tensor, bool], Tensor]  # (x [..., K], relu) -> [..., N]
@@ -57,17 +62,21 @@ def _with_relu(y: Tensor, relu: bool) -> Tensor:
     return torch.relu_(y) if relu else y
 
 
-def pack_fp32(weight: Tensor, bias: Tensor | None, kernel: str) -> Packed:
+def pack_fp32(weight: Tensor, bias: Tensor | None, kernel: str = "plain") -> Packed:
     """fp32 weights through ``plain_linear`` or ``onednn_linear`` (``kernel``: "plain" or "onednn")."""
     fn = onednn_linear if kernel == "onednn" else plain_linear
     w, b = weight.detach(), None if bias is None else bias.detach()
     return lambda x, relu: fn(x, w, b, relu)
 
 
-def pack_bf16(weight: Tensor, bias: Tensor | None) -> Packed:
-    """bf16 copies; x is rounded to bf16 and the product returned in x's dtype."""
+def pack_bf16(weight: Tensor, bias: Tensor | None, kernel: str = "plain") -> Packed:
+    """bf16 copies; x is rounded to bf16 and the product returned in x's dtype. ``kernel`` "onednn": the
+    weight reordered once for oneDNN's inner product (one row), ReLU fused."""
     w = weight.detach().to(torch.bfloat16).contiguous()
     b = None if bias is None else bias.detach().to(torch.bfloat16)
+    if kernel == "onednn":
+        w = torch.ops.mkldnn._reorder_linear_weight(w, 1)
+        return lambda x, relu: onednn_linear(x.to(torch.bfloat16), w, b, relu).to(x.dtype)
     return lambda x, relu: _with_relu(F.linear(x.to(torch.bfloat16), w, b).to(x.dtype), relu)
 
 
@@ -101,7 +110,8 @@ def pack_int8(weight: Tensor, bias: Tensor | None) -> Packed:
 
 @dataclass
 class FormatInfo:
-    """What ``use_weight_format`` set up: format, kernel of the fp32 linears, bytes read per step, timings."""
+    """What ``use_weight_format`` set up: format, kernel of the transformer linears, MB of their weights read
+    per step, the kernels' timings (``kernel="auto"``), packing time."""
 
     weight_format: str
     kernel: str
@@ -139,14 +149,17 @@ def _time_pass(fns: list[Packed], xs: list[Tensor]) -> float:
     return time.perf_counter() - t0
 
 
+PACKERS = {"fp32": pack_fp32, "bf16": pack_bf16, "int8": lambda w, b, kernel: pack_int8(w, b)}
+
+
 @torch.inference_mode()
-def choose_fp32_kernel(linears: list[nn.Linear], rounds: int = 3) -> tuple[str, dict[str, float]]:
-    """Time one decode step's worth of linears (one row, the model's own weights) per kernel, interleaved,
-    best of ``rounds``: -> (the faster kernel, ms per pass of each)."""
-    if not linears or not onednn_linear_usable(linears[0].weight):
-        return "plain", {}
+def choose_kernel(linears: list[nn.Linear], fmt: str, rounds: int = 3) -> tuple[str, dict[str, float]]:
+    """Time one decode step's worth of linears in format ``fmt`` (one row, the model's own weights) per kernel,
+    interleaved, best of ``rounds``: -> (the faster kernel, ms per pass of each). int8 has one kernel."""
+    if fmt == "int8" or not linears or not onednn_linear_usable(linears[0].weight):
+        return ("int8pack" if fmt == "int8" else "plain"), {}
     xs = [torch.randn(1, 1, m.in_features, device=m.weight.device) for m in linears]
-    fns = {k: [pack_fp32(m.weight, m.bias, k) for m in linears] for k in ("plain", "onednn")}
+    fns = {k: [PACKERS[fmt](m.weight, m.bias, k) for m in linears] for k in ("plain", "onednn")}
     best = {k: float("inf") for k in fns}
     for k in fns:  # warm-up: primitive creation, first touch
         _time_pass(fns[k], xs)
@@ -159,31 +172,28 @@ def choose_fp32_kernel(linears: list[nn.Linear], rounds: int = 3) -> tuple[str, 
 def pack_linears(model: nn.Module, fmt: str, kernel: str = "auto") -> PackedLinears:
     """Pack the transformer linears of an S1 model in format ``fmt`` (the head stays fp32, see the module doc)."""
     check_weight_format(fmt)
-    if kernel not in FP32_KERNELS:
-        raise ValueError(f"unknown fp32 kernel {kernel!r}: choose one of {', '.join(FP32_KERNELS)}")
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}: choose one of {', '.join(KERNELS)}")
     t0 = time.perf_counter()
     linears = _linears(model)
     timings: dict[str, float] = {}
+    onednn_ok = bool(linears) and onednn_linear_usable(linears[0].weight)
     if kernel == "auto":
-        kernel, timings = choose_fp32_kernel(linears)
-    elif kernel == "onednn" and not (linears and onednn_linear_usable(linears[0].weight)):
+        kernel, timings = choose_kernel(linears, fmt)
+    elif fmt == "int8":
+        kernel = "int8pack"
+    elif kernel == "onednn" and not onednn_ok:
         kernel = "plain"
     table: dict[int, Packed] = {}
     sources: list[Tensor] = []
     n_bytes = 0
     for m in linears:
-        if fmt == "bf16":
-            table[id(m.weight)] = pack_bf16(m.weight, m.bias)
-            n_bytes += m.weight.numel() * 2
-        elif fmt == "int8":
-            table[id(m.weight)] = pack_int8(m.weight, m.bias)
-            n_bytes += m.weight.numel() + 4 * m.out_features
-        else:
-            table[id(m.weight)] = pack_fp32(m.weight, m.bias, kernel)
-            n_bytes += m.weight.numel() * 4
+        table[id(m.weight)] = PACKERS[fmt](m.weight, m.bias, kernel)
+        n_bytes += m.weight.numel() * BYTES_PER_WEIGHT[fmt] + (4 * m.out_features if fmt == "int8" else 0)  # + scales
         sources += [m.weight] + ([] if m.bias is None else [m.bias])
-    head = model.head
-    table[id(head.weight)] = pack_fp32(head.weight, head.bias, kernel)
+    head = model.head  # fp32 in every format; its kernel: the fp32 choice, else oneDNN where usable
+    head_kernel = kernel if fmt == "fp32" else ("onednn" if onednn_ok else "plain")
+    table[id(head.weight)] = pack_fp32(head.weight, head.bias, head_kernel)
     sources.append(head.weight)
     info = FormatInfo(weight_format=fmt, kernel=kernel, transformer_weight_mb=round(n_bytes / 2**20, 1),
                       timings_ms=timings, pack_s=round(time.perf_counter() - t0, 3))
@@ -204,8 +214,8 @@ def refresh(model: nn.Module) -> PackedLinears:
     if isinstance(packed, PackedLinears) and packed.fresh():
         return packed
     fmt, kernel = getattr(model, "decode_format", ("fp32", "auto"))
-    if isinstance(packed, PackedLinears) and kernel == "auto":
-        kernel = packed.info.kernel  # stale weights: keep the kernel measured before
+    if isinstance(packed, PackedLinears) and kernel == "auto" and packed.info.kernel in KERNELS:
+        kernel = packed.info.kernel  # stale weights, same format: keep the kernel measured before
     packed = pack_linears(model, fmt, kernel)
     model.transformer.decode_linear = packed
     return packed

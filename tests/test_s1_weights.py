@@ -88,7 +88,7 @@ def test_unknown_format_and_kernel() -> None:
     model = tiny_model()
     with pytest.raises(ValueError, match="unknown weight format 'fp8'.*fp32, bf16, int8"):
         use_weight_format(model, "fp8")
-    with pytest.raises(ValueError, match="unknown fp32 kernel"):
+    with pytest.raises(ValueError, match="unknown kernel"):
         use_weight_format(model, "fp32", kernel="mkl")
 
 
@@ -117,3 +117,19 @@ def test_grad_mode_never_uses_packed_weights() -> None:
     assert model.transformer.cached_linear() is not model.transformer.decode_linear  # grad enabled here
     with torch.no_grad():
         assert model.transformer.cached_linear() is model.transformer.decode_linear
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN not built in")
+@pytest.mark.parametrize("fmt", ["fp32", "bf16"])
+def test_kernels_give_the_same_logits(fmt: str) -> None:
+    model = tiny_model(4)
+    phones, prompt = inputs(4)
+    logits = {}
+    for kernel in ("plain", "onednn"):
+        info = use_weight_format(model, fmt, kernel)
+        assert info.kernel == kernel
+        logits[kernel] = teacher_forced_logits(model, phones, prompt, torch.arange(10))
+    tol = 1e-5 if fmt == "fp32" else 0.02 * float(logits["plain"].abs().max())
+    torch.testing.assert_close(logits["onednn"], logits["plain"], atol=tol, rtol=0)
+    auto = use_weight_format(model, fmt)
+    assert auto.kernel in ("plain", "onednn") and set(auto.timings_ms) == {"plain", "onednn"}

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from bench.machine import load_now, machine_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,9 @@ def main(args: argparse.Namespace) -> dict:
         sys.path.insert(0, str(Path(args.code).resolve()))
     from text.cleaner import clean_text
 
-    report: dict = {"code": str(Path(args.code).resolve()) if args.code else str(ROOT)}
+    report: dict = {"bench": "frontend", "machine": machine_facts(),
+                    "reference": "none in this run; --code <another checkout> times that checkout's text/ frontend",
+                    "code": str(Path(args.code).resolve()) if args.code else str(ROOT)}
     for lang in args.lang:
         texts = sentences(lang)
         if not texts:
@@ -58,7 +61,7 @@ def main(args: argparse.Namespace) -> dict:
             "sentences": len(texts), "refused": refused, "warmup_s": round(warmup, 3),
             "sentences_per_s": round(len(texts) / best, 1),
         }
-    report["load_avg_1min"] = round(os.getloadavg()[0], 2)
+    report["load_avg_after"] = load_now()
     print(json.dumps(report))
     return report
 

@@ -57,17 +57,25 @@ def _stand_in_torchmetrics(notes: list[str]) -> None:
         pass
 
     class MulticlassAccuracy(torch.nn.Module):
-        """Stand-in: GS builds this metric for training only; it holds no weights."""
+        """Stand-in: GS builds this metric for training only; it holds no weights. Called (GS's training
+        forward, as ``(logits [B, C, ...], targets [B, ...])``), it computes what GS asks of it: the
+        micro-averaged top-k accuracy over targets other than ``ignore_index``."""
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, top_k: int = 1, ignore_index: int | None = None, **kwargs: Any) -> None:
             super().__init__()
+            self.top_k, self.ignore_index = top_k, ignore_index
+
+        def forward(self, preds: Tensor, target: Tensor) -> Tensor:
+            hit = (preds.topk(self.top_k, dim=1).indices == target.unsqueeze(1)).any(dim=1)
+            keep = torch.ones_like(hit) if self.ignore_index is None else target != self.ignore_index
+            return (hit & keep).sum() / keep.sum().clamp(min=1)
 
     pkg, sub = types.ModuleType("torchmetrics"), types.ModuleType("torchmetrics.classification")
     sub.MulticlassAccuracy = MulticlassAccuracy
     pkg.classification = sub
     sys.modules.update({"torchmetrics": pkg, "torchmetrics.classification": sub})
-    notes.append("stand-in torchmetrics.classification.MulticlassAccuracy (a training metric, not on the "
-                 "compared paths, no weights)")
+    notes.append("stand-in torchmetrics.classification.MulticlassAccuracy (a training metric, no weights; "
+                 "computes the same micro top-k accuracy when GS's training forward calls it)")
 
 
 def _typing_names_in_functional(notes: list[str]) -> None:

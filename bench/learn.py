@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 from pathlib import Path
 
-import torch
-
 import demo
+from bench.machine import machine_facts
 from common.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,16 +42,6 @@ def lr_zero_configs(out: Path) -> tuple[str, str]:
     return str(paths[0]), str(paths[1])
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(args: argparse.Namespace) -> dict:
     out = (ROOT / args.out).resolve()
     s2_cfg = s1_cfg = None
@@ -64,6 +52,7 @@ def main(args: argparse.Namespace) -> dict:
     if s2_cfg:
         argv += ["--s2-config", s2_cfg, "--s1-config", s1_cfg]
     load_before = os.getloadavg()
+    machine = machine_facts()
     t0 = time.perf_counter()
     figures = demo.main(demo.parse_args(argv))
     wall = time.perf_counter() - t0
@@ -74,7 +63,7 @@ def main(args: argparse.Namespace) -> dict:
         "measures": figures["measures"], "held_out_ids": figures["held_out_ids"], "picture": figures["picture"],
         "wall_s": round(wall, 1), "cpu_s": round(sum(u.ru_utime + u.ru_stime for u in usage), 1),
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
-        "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": machine, "reference": "the untrained models' measures beside the trained ones (measures)",
     }
     atomic_write_text(out / "bench_learn.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(result, indent=2, ensure_ascii=False))

@@ -18,7 +18,9 @@ under the config's precision, resolved for the device as in training), ``clip_gr
 - ``steps_per_s``; ``tokens_per_s``: supervised positions (tokens + one EOS per item) per
   second, the figure train_s1.py logs as ``throughput/tokens_per_s``; ``sequence_tokens_per_s``:
   phonemes + tokens per second;
-- ``params_m`` (millions), ``precision``, ``device``, ``threads``, and on CUDA ``peak_mem_gb``.
+- ``params_m`` (millions), ``precision``, ``device``, ``threads``, and on CUDA ``peak_mem_gb``;
+- ``machine`` (``bench.machine``: CPU model and flags, threads, load average, torch) and
+  ``load_avg_after``. GPT-SoVITS's step on the same batch: ``python -m bench.train_compare``.
 """
 
 from __future__ import annotations
@@ -28,15 +30,18 @@ import dataclasses
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
+from bench.machine import load_now, machine_facts
 from common.config import S1Config, load_config
 from common.training import autocast, make_scaler, resolve_precision
-from s1.data import S1Item, collate_s1
+from s1.data import S1Batch, S1Item, collate_s1
 from s1.model import build_model
-from s1.trainer import accumulate_step, lr_at, make_optimizer
+from s1.trainer import StepStats, accumulate_step, lr_at, make_optimizer
 from text.symbols import SYMBOLS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,48 +52,96 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def synthetic_inputs(batch: int, phones: int, tokens: int, codebook_size: int, bert_dim: int,
+                     seed: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Seeded random training inputs: phoneme ids ``[B, X]`` (symbols 1..), tokens ``[B, Y]``, BERT
+    features ``[B, bert_dim, X]`` (None when ``bert_dim`` is 0). Every item has exactly X and Y."""
+    g = torch.Generator().manual_seed(seed)
+    phone_ids = torch.randint(1, len(SYMBOLS), (batch, phones), generator=g)
+    token_ids = torch.randint(0, codebook_size, (batch, tokens), generator=g)
+    bert = torch.randn(batch, bert_dim, phones, generator=g) if bert_dim > 0 else None
+    return phone_ids, token_ids, bert
+
+
+def our_batch(phone_ids: Tensor, token_ids: Tensor, bert: Tensor | None, eos_id: int) -> S1Batch:
+    """The same inputs through our collation (``s1.data.collate_s1``)."""
+    items = [S1Item(f"b{i}", phone_ids[i], token_ids[i], None if bert is None else bert[i])
+             for i in range(phone_ids.shape[0])]
+    return collate_s1(items, eos_id)
+
+
+@dataclass
+class OurStep:
+    """One training update as ``S1Trainer.update`` does it: zero the gradients, ``accumulate_step``
+    (forward + backward under ``precision``), ``clip_grad_norm_`` to ``train.grad_clip``, optimizer step."""
+
+    model: torch.nn.Module
+    optim: torch.optim.Optimizer
+    cfg: S1Config
+    precision: str
+    scaler: torch.amp.GradScaler | None
+
+    @classmethod
+    def build(cls, cfg: S1Config, device: torch.device, precision: str, seed: int) -> OurStep:
+        torch.manual_seed(seed)
+        model = build_model(cfg).to(device).train()
+        optim = make_optimizer(model, cfg.train)
+        for group in optim.param_groups:
+            group["lr"] = lr_at(cfg.train.warmup_steps, cfg.train)  # the peak rate
+        return cls(model, optim, cfg, precision, make_scaler(precision, device))
+
+    def backward(self, batch: S1Batch) -> StepStats:
+        """Zero the gradients, then forward + backward."""
+        self.optim.zero_grad(set_to_none=True)
+        return accumulate_step(self.model, [batch], 1, self.precision, self.cfg.train.top_k_acc, self.scaler)
+
+    def update(self) -> None:
+        """Clip and step (after ``backward``)."""
+        clip = self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else float("inf")
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optim)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            self.optim.step()
+
+    def __call__(self, batch: S1Batch) -> StepStats:
+        stats = self.backward(batch)
+        self.update()
+        return stats
+
+    def forward(self, batch: S1Batch) -> None:
+        """A no-grad forward (training mode) on the same batch."""
+        with torch.no_grad(), autocast(self.precision, batch.tokens.device):
+            self.model(batch.phones, batch.phone_lens, batch.tokens, batch.token_lens, bert=batch.bert_rows)
+
+
 def main(args: argparse.Namespace) -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    machine = machine_facts(device)
     cfg = load_config(args.config, S1Config)
     if args.codebook_size:
         cfg.model = dataclasses.replace(cfg.model, codebook_size=args.codebook_size)  # re-derives eos_id
     precision = resolve_precision(args.precision or cfg.train.precision, device)
-    torch.manual_seed(args.seed)
-    model = build_model(cfg).to(device).train()
-    optim = make_optimizer(model, cfg.train)
-    for group in optim.param_groups:
-        group["lr"] = lr_at(cfg.train.warmup_steps, cfg.train)  # the peak rate
-    scaler = make_scaler(precision, device)
-    g = torch.Generator().manual_seed(args.seed)
-    items = [S1Item(f"b{i}", torch.randint(1, len(SYMBOLS), (args.phones,), generator=g),
-                    torch.randint(0, cfg.model.codebook_size, (args.tokens,), generator=g))
-             for i in range(args.batch)]
-    batch = collate_s1(items, cfg.model.eos_id).to(device)
-    clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
+    step = OurStep.build(cfg, device, precision, args.seed)
+    batch = our_batch(*synthetic_inputs(args.batch, args.phones, args.tokens, cfg.model.codebook_size,
+                                        cfg.model.bert_dim, args.seed), cfg.model.eos_id).to(device)
 
     times: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": [], "step": []}
     for i in range(args.warmup + args.steps):
         _sync(device)
         t0 = time.perf_counter()
-        optim.zero_grad(set_to_none=True)
-        stats = accumulate_step(model, [batch], 1, precision, cfg.train.top_k_acc, scaler)
+        stats = step.backward(batch)
         _sync(device)
         t1 = time.perf_counter()
-        if scaler is not None:
-            scaler.unscale_(optim)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        if scaler is not None:
-            scaler.step(optim)
-            scaler.update()
-        else:
-            optim.step()
+        step.update()
         _sync(device)
         t2 = time.perf_counter()
-        # forward alone (same inputs, no graph kept) to split forward from backward
-        with torch.no_grad(), autocast(precision, device):
-            model(batch.phones, batch.phone_lens, batch.tokens, batch.token_lens)
+        step.forward(batch)  # forward alone (same inputs, no graph kept) to split forward from backward
         _sync(device)
         t3 = time.perf_counter()
         if i >= args.warmup:
@@ -99,26 +152,30 @@ def main(args: argparse.Namespace) -> None:
     if not torch.isfinite(stats.loss_sum):
         raise SystemExit(f"bench.s1_train: non-finite loss {float(stats.loss_sum)} (precision {precision})")
 
-    step = statistics.median(times["step"])
+    median = statistics.median(times["step"])
     supervised = args.batch * (args.tokens + 1)
     result = {
         "bench": "s1_train",
+        "machine": machine,
+        "load_avg_after": load_now(),
+        "reference": "none in this run; python -m bench.train_compare --gs-root <GPT-SoVITS> times GPT-SoVITS's "
+                     "step beside ours",
         "config": str(args.config),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "precision": precision,
         "threads": torch.get_num_threads(),
-        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        "params_m": round(sum(p.numel() for p in step.model.parameters()) / 1e6, 2),
         "shape": {"batch": args.batch, "phones": args.phones, "tokens": args.tokens,
                   "sequence": args.phones + args.tokens},
         "steps": args.steps,
-        "step_ms": round(1000 * step, 2),
+        "step_ms": round(1000 * median, 2),
         "step_ms_min": round(1000 * min(times["step"]), 2),
         "forward_ms": round(1000 * statistics.median(times["forward"]), 2),
         "backward_ms": round(1000 * statistics.median(times["backward"]), 2),
         "optimizer_ms": round(1000 * statistics.median(times["optimizer"]), 2),
-        "steps_per_s": round(1 / step, 3),
-        "tokens_per_s": round(supervised / step, 1),
-        "sequence_tokens_per_s": round(args.batch * (args.phones + args.tokens) / step, 1),
+        "steps_per_s": round(1 / median, 3),
+        "tokens_per_s": round(supervised / median, 1),
+        "sequence_tokens_per_s": round(args.batch * (args.phones + args.tokens) / median, 1),
         "loss": round(float(stats.loss_sum / stats.n_tokens), 4),
     }
     if device.type == "cuda":

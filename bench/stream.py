@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.gsv1_compare import cpu_facts
+from bench.machine import load_now, machine_facts
 from bench.tts import build_engine
 from infer.decoder import DecodeOptions, decode_pieces, decode_tokens_file
 from infer.engine import GenerationOptions, Prompt, TTSEngine
@@ -96,6 +96,7 @@ def main(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     logging.getLogger("infer").setLevel(logging.ERROR)
     load_before = [round(x, 2) for x in os.getloadavg()]
+    machine = machine_facts(args.device)
     device = torch.device(args.device)
     engine = build_engine(Path(args.s1_config), Path(args.s2_config), device, with_hubert=False)
     s2 = engine.s2
@@ -124,8 +125,8 @@ def main(args: argparse.Namespace) -> None:
         _, stream_l, one_l, _, tokens = run(engine, piece, prompt, gen, spec, dec, sopts)
         other_l = decode_pieces(s2, [torch.roll(tokens[0], 37)], [torch.tensor(piece.ids)], spec, dec)[0]
         out.update({"snr_lively_db": stream_l["snr_db"], "content_snr_lively_db": snr_db(one_l, other_l)})
-    out["machine"] = {**cpu_facts(), "load_avg_before": load_before,
-                      "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
+    out["machine"] = {**machine, "load_avg_before": load_before, "load_avg_after": load_now()}
+    out["reference"] = "one-shot synthesis of the same text (one_shot) beside the stream"
     print(json.dumps(out, indent=2))
 
 

@@ -21,6 +21,9 @@ Cached calls without grad run their linears through ``decoder.decode_linear`` wh
 faster here by measurement, or bf16 / int8 weight-only copies), else through ``F.linear``; the
 uncached path and training always use ``F.linear`` on the parameters.
 
+In training with dropout, attention and residual dropouts go through ``modules.dropout``
+(on CPU: cheaper masks and a written-out attention; elsewhere ``F.dropout`` / SDPA).
+
 Masks are boolean, ``True`` = "may attend", broadcastable to ``[B, H, S_q, S_k]``
 (``S_k`` = ``input_pos + S_q`` with a cache). Every query row must allow at least one key.
 
@@ -37,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modules.dropout import attention_dropout, dropout
 from modules.rope import RotaryEmbedding, apply_rotary
 
 
@@ -149,8 +153,10 @@ class SelfAttention(nn.Module):
             k, v = qkv[1], qkv[2]
         else:
             k, v = cache.update(input_pos, qkv[1:])  # [B, H, input_pos+S, Dh]
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(qkv[0], k, v, attn_mask=mask, dropout_p=p)  # [B, H, S, Dh]
+        if self.training and self.dropout > 0:  # CPU: modules.dropout's written-out path
+            y = attention_dropout(qkv[0], k, v, mask, self.dropout)  # [B, H, S, Dh]
+        else:
+            y = F.scaled_dot_product_attention(qkv[0], k, v, attn_mask=mask)  # [B, H, S, Dh]
         return linear(y.transpose(1, 2).reshape(b, s, d), self.out_proj.weight, self.out_proj.bias, False)
 
 
@@ -179,14 +185,14 @@ class DecoderLayer(nn.Module):
         """x ``[B, S, D]`` -> ``[B, S, D]``; rope: see ``SelfAttention``."""
         a = self.self_attn(x, mask, cache, input_pos, linear, rope)
         if self.training and self.dropout > 0:
-            a = F.dropout(a, self.dropout, training=True)
+            a = dropout(a, self.dropout)
         x = F.layer_norm(x + a, self.norm1.normalized_shape, self.norm1.weight, self.norm1.bias, self.norm1.eps)
         h = linear(x, self.linear1.weight, self.linear1.bias, True)
         if self.training and self.dropout > 0:
-            h = F.dropout(h, self.dropout, training=True)
+            h = dropout(h, self.dropout)
         h = linear(h, self.linear2.weight, self.linear2.bias, False)
         if self.training and self.dropout > 0:
-            h = F.dropout(h, self.dropout, training=True)
+            h = dropout(h, self.dropout)
         return F.layer_norm(x + h, self.norm2.normalized_shape, self.norm2.weight, self.norm2.bias, self.norm2.eps)
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modules.dropout import dropout
 from modules.transformer import TransformerDecoder
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class ScaledPositionalEncoding(nn.Module):
             pe = self.pe[: x.shape[1]]
         else:
             pe = self.pe[positions]  # callers size the table with ``reserve``
-        return self.dropout(x + self.alpha * pe.to(x.dtype))
+        return dropout(x + self.alpha * pe.to(x.dtype), self.dropout.p, self.training)
 
     def reserve(self, n_pos: int) -> None:
         """Make positions ``0..n_pos-1`` available (call before indexing by explicit positions)."""
@@ -86,7 +87,7 @@ class PositionDropout(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
-        return self.dropout(x)
+        return dropout(x, self.dropout.p, self.training)
 
     def reserve(self, n_pos: int) -> None:
         """Nothing to grow (kept so that callers need not know the position scheme)."""

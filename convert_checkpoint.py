@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 
 from common.checkpoint import CheckpointError, load_checkpoint, load_discriminator_state, read_torch_file
-from common.fileio import atomic_write_with
+from common.fileio import atomic_write_with, check_output_path, remove_stale_temps
+
+PROG = "convert_checkpoint.py"
 
 
 def _shapes(model: torch.nn.Module) -> dict[str, torch.Size]:
@@ -110,13 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    """Convert; the output paths are checked first, every error is one line, Ctrl-C leaves no partial file."""
     from common.config import ConfigError
     from common.gsv1.keys import KeyMapError
+    from common.script import exit_on_interrupt
 
     try:
-        written = to_ours(args) if args.direction == "to-ours" else to_v1(args)
+        with exit_on_interrupt(PROG, lambda: "no partial file was left (outputs are only put in place when complete)"):
+            for out, what in ((args.output, "-o"), (args.d_out, "--d-out")):
+                if out is not None:
+                    remove_stale_temps(check_output_path(out, what=what).parent, report=print)
+            written = to_ours(args) if args.direction == "to-ours" else to_v1(args)
     except (CheckpointError, ConfigError, KeyMapError, OSError) as err:
-        raise SystemExit(f"convert_checkpoint.py: {err}") from None
+        raise SystemExit(f"{PROG}: {err}") from None
     for path in written:
         print(f"wrote {path}")
 

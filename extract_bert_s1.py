@@ -35,18 +35,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common.config import ConfigError, S1Config, load_config
-from common.dist import (
-    DistInfo,
-    all_gather_objects,
-    as_dist_error,
-    barrier,
-    cleanup_dist,
-    exit_on_comm_failure,
-    setup_dist,
-)
+from common.dist import DistInfo, all_gather_objects, barrier, distributed_stage
 from common.fileio import remove_stale_temps
 from common.manifest import MANIFEST_NAME, PHONEMES_NAME, ManifestError, read_manifest, read_phonemes
 from common.progress import RejectionReport
+from common.script import ITEMS_KEPT, exit_on_interrupt
 from common.sharded import finish_sharded_stage
 from modules.bert import (
     BERT_DIR,
@@ -174,8 +167,7 @@ def main(args: argparse.Namespace) -> None:
         if os.environ.get("RANK", "0") == "0":
             print(f"{STAGE}: {args.config} has model.bert_dim = 0: the S1 model takes no BERT features, nothing to do")
         return
-    info = setup_dist(device=args.device)
-    try:
+    with exit_on_interrupt(STAGE, lambda: ITEMS_KEPT), distributed_stage(STAGE, args.device) as info:
         counts, report, stale = _extract_shard(args, info, cfg)
         dump = Path(args.dump)
         stale = sorted(s for part in all_gather_objects(stale) for s in part)
@@ -183,12 +175,6 @@ def main(args: argparse.Namespace) -> None:
             raise SystemExit(f"{STAGE}: {len(stale)} item(s) of {dump / PHONEMES_NAME} are out of date (first: "
                              f"{stale[0]}); rerun gen_phonemes.py --overwrite, then this stage" if info.is_main else 1)
         finish_sharded_stage(STAGE, info, counts, report, dump, what="BERT features")
-    except RuntimeError as err:  # a dead or hung rank: one line, then leave without tearing gloo/NCCL down
-        if (failure := as_dist_error(err)) is None:
-            raise
-        exit_on_comm_failure(STAGE, failure)
-    finally:
-        cleanup_dist()
 
 
 def build_parser() -> argparse.ArgumentParser:

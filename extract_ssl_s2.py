@@ -32,17 +32,11 @@ from tqdm import tqdm
 
 from common.audio import AudioError, audio_info, load_audio
 from common.config import ConfigError, S2Config, load_config
-from common.dist import (
-    DistInfo,
-    as_dist_error,
-    barrier,
-    cleanup_dist,
-    exit_on_comm_failure,
-    setup_dist,
-)
+from common.dist import DistInfo, barrier, distributed_stage
 from common.fileio import remove_stale_temps
 from common.manifest import MANIFEST_NAME, WAV_DIR, ManifestError, Utterance, read_manifest
 from common.progress import RejectionReport
+from common.script import ITEMS_KEPT, exit_on_interrupt
 from common.sharded import finish_sharded_stage
 from modules.ssl import (
     SSL_DIR,
@@ -140,19 +134,12 @@ def _extract_shard(args: argparse.Namespace, info: DistInfo) -> tuple[Counter, R
 
 
 def main(args: argparse.Namespace) -> None:
-    info = setup_dist(device=args.device)
-    try:
+    with exit_on_interrupt(STAGE, lambda: ITEMS_KEPT), distributed_stage(STAGE, args.device) as info:
         counts, report = _extract_shard(args, info)
         merged_counts = finish_sharded_stage(STAGE, info, counts, report, Path(args.dump))
         if info.is_main and merged_counts["retried_fp32"]:
             print(f"{STAGE}: {merged_counts['retried_fp32']} item(s) gave non-finite fp16 features and were "
                   "retried in fp32")
-    except RuntimeError as err:  # a dead or hung rank: one line, then leave without tearing gloo/NCCL down
-        if (failure := as_dist_error(err)) is None:
-            raise
-        exit_on_comm_failure(STAGE, failure)
-    finally:
-        cleanup_dist()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,11 +38,12 @@ from tqdm import tqdm
 
 from common.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_model_state
 from common.config import ConfigError, S2Config, from_dict
-from common.dist import as_dist_error, barrier, cleanup_dist, exit_on_comm_failure, setup_dist
+from common.dist import DistInfo, barrier, distributed_stage
 from common.fileio import atomic_write_text
 from common.gsv1.files import ENC_Q
 from common.manifest import REJECTED_NAME
 from common.progress import RejectionReport, print_summary
+from common.script import exit_on_interrupt
 from modules.ssl import SSL_DIR, SSLError, feature_path, load_features
 from s1.data import (
     SEMANTIC_JSON,
@@ -291,7 +292,12 @@ def merge(dump: Path, world: int, kept: dict[str, list[int]], tok: S2Tokenizer, 
 
 
 def main(args: argparse.Namespace) -> None:
-    info = setup_dist(timeout_s=4 * 3600.0, device=args.device)
+    with exit_on_interrupt(STAGE, lambda: "semantic.tsv is the previous one or complete; run the same command "
+                           "again"), distributed_stage(STAGE, args.device, timeout_s=4 * 3600.0) as info:
+        _main(args, info)
+
+
+def _main(args: argparse.Namespace, info: DistInfo) -> None:
     if info.device.type == "cuda":  # plain fp32 (no TF32) so tokens match a CPU extraction, e.g. of a prompt
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -318,12 +324,6 @@ def main(args: argparse.Namespace) -> None:
         barrier()
     except (ExtractError, S1DataError, CheckpointError, ConfigError) as err:
         raise SystemExit(f"{STAGE}: {err}") from None
-    except RuntimeError as err:  # a dead or hung rank: one line, then leave without tearing gloo/NCCL down
-        if (failure := as_dist_error(err)) is None:
-            raise
-        exit_on_comm_failure(STAGE, failure)
-    finally:
-        cleanup_dist()
 
 
 def build_parser() -> argparse.ArgumentParser:

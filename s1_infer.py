@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from infer.cli import (
+    SEED_HELP,
     add_device_args,
     add_reference_args,
     add_sampling_args,
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_args(p)
     g = p.add_argument_group("generation")
     g.add_argument("--seed", type=int, default=None,
-                   help="seed of S1 sampling, stored in the tokens file for the S2 noise (default: 0)")
+                   help="seed of S1 sampling, stored in the tokens file for the S2 noise (default: 0)" + SEED_HELP)
     g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"pieces generated together (default: {DEFAULT_BATCH_SIZE})")
     add_device_args(p)

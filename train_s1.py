@@ -21,18 +21,16 @@ from common.training import parse_training_args, training_arg_parser
 
 
 def main(args: argparse.Namespace) -> None:
-    """Train; a bad config, checkpoint, run directory or data file exits with its message (no traceback)."""
+    """Train; a bad config, checkpoint, run directory, device or data file exits with its message (no
+    traceback), Ctrl-C with the checkpoint to continue from."""
     from common.checkpoint import CheckpointError
     from common.config import ConfigError
     from common.dist import DistError
-    from common.training import TrainingError
+    from common.training import TrainingError, run_training
     from s1.data import S1DataError
     from s1.trainer import run
 
-    try:
-        run(args)
-    except (ConfigError, CheckpointError, S1DataError, TrainingError, DistError, OSError) as err:
-        raise SystemExit(f"train_s1.py: {err}") from None
+    run_training("train_s1.py", run, args, (ConfigError, CheckpointError, S1DataError, TrainingError, DistError))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,9 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> None:
+    """Train (s2/trainer.py turns the stage's own errors into one line); the run directory, device and
+    Ctrl-C are handled as in train_s1.py."""
+    from common.training import run_training
     from s2.trainer import run
 
-    run(args)
+    run_training("train_s2.py", run, args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@ A checkpoint is a ``torch.save`` dict::
 
 Files are ``<run_dir>/ckpt_<step:08d>.pt``, written through a temp file and an atomic
 rename, so a process killed while saving (or a full disk) leaves the previous
-checkpoint as the latest loadable one. Only plain containers and tensors are stored, so
+checkpoint as the latest loadable one. A checkpoint damaged later (cut short by a copy,
+bit rot) is passed over: a run directory resolves to its newest *intact* checkpoint
+(``newest_intact_checkpoint``, every zip member's CRC checked), with one line per damaged
+file; ``--resume`` also renames the damaged file to ``<name>.damaged`` (kept, never deleted)
+so that the new checkpoints of the resumed run do not rotate around it. Only plain containers and tensors are stored, so
 loading uses ``weights_only=True`` (``common.safe_load``: a file whose pickle would run code
 is refused and nothing of it runs).
 
@@ -20,7 +24,11 @@ every script that takes a checkpoint takes them too.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +40,11 @@ from common.fileio import atomic_write_with, remove_stale_temps
 FORMAT = "ar-vits"
 VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")
+DAMAGED = ".damaged"
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 class CheckpointError(RuntimeError):
@@ -77,6 +90,47 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def checkpoint_damage(path: Path) -> str | None:
+    """Why the file at ``path`` is not a whole checkpoint container (cut short, a failed CRC), or None.
+
+    Reads the file once without unpickling anything (much cheaper than loading it).
+    """
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        return f"{type(err).__name__}: {err}"
+    return f"member {bad} fails its CRC check" if bad else None
+
+
+def newest_intact_checkpoint(run_dir: str | Path, quarantine: bool = False,
+                             report: Callable[[str], None] | None = None) -> Path | None:
+    """The newest checkpoint in ``run_dir`` that is not damaged (``checkpoint_damage``), or None.
+
+    Each damaged newer one is reported in one line (``report``, default: stderr); with
+    ``quarantine`` it is renamed to ``<name>.damaged`` first, out of the ``ckpt_*.pt`` names.
+    """
+    report = report or _to_stderr
+    damaged: list[str] = []
+    for path in reversed(list_checkpoints(run_dir)):
+        reason = checkpoint_damage(path)
+        if reason is None:
+            for note in damaged:
+                report(f"{note}; using {path.name} instead")
+            return path
+        note = f"{path}: damaged checkpoint ({reason})"
+        if quarantine:
+            kept = path.with_name(path.name + DAMAGED)
+            if kept.exists():
+                kept = path.with_name(f"{path.name}.{os.getpid()}{DAMAGED}")
+            os.replace(path, kept)
+            note += f", kept as {kept.name}"
+        damaged.append(note)
+    for note in damaged:
+        report(note)
+    return None
+
+
 def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint, keep: int = 3) -> Path:
     """Write ``ckpt`` atomically as ``ckpt_<step>.pt``, then delete all but the newest ``keep``."""
     run_dir = Path(run_dir)
@@ -94,13 +148,15 @@ def load_checkpoint(path: str | Path, stage: str | None = None, symbols_md5: str
                     map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint, checking its format, stage and symbol table.
 
-    ``path`` may be a file or a run directory (its latest checkpoint is used).
+    ``path`` may be a file or a run directory (its newest intact checkpoint is used).
     """
     path = Path(path)
     if path.is_dir():
-        latest = latest_checkpoint(path)
+        latest = newest_intact_checkpoint(path)
         if latest is None:
-            raise CheckpointError(f"{path}: no checkpoint (ckpt_*.pt) in this directory")
+            n = len(list_checkpoints(path))
+            raise CheckpointError(f"{path}: no checkpoint (ckpt_*.pt) in this directory" if n == 0 else
+                                  f"{path}: all {n} checkpoint(s) in this directory are damaged")
         path = latest
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")

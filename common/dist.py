@@ -17,12 +17,13 @@ Faults end the run within a bounded time instead of hanging it:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -46,18 +47,31 @@ class DistInfo:
         return self.rank == 0
 
 
+class DeviceError(RuntimeError):
+    """A requested device does not exist on this machine, or is not a device name."""
+
+
 def pick_device(requested: str | None = None, prefer_mps: bool = False) -> torch.device:
     """``requested`` ('cpu', 'cuda', 'cuda:1', 'mps') or the best available device.
 
-    Best available: CUDA, then (with ``prefer_mps``, for inference) MPS, then CPU. An
-    unavailable requested device raises ``RuntimeError`` naming it.
+    Best available: CUDA, then (with ``prefer_mps``, for inference) MPS, then CPU. The one
+    resolver of every script's ``--device``: an unknown name or an unavailable device raises
+    ``DeviceError`` with a one-line message naming it.
     """
     if requested:
-        dev = torch.device(requested)
+        try:
+            dev = torch.device(requested)
+        except RuntimeError:
+            raise DeviceError(f"--device {requested}: not a device name (use cpu, cuda, cuda:N or mps)") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {requested!r} requested but CUDA is not available on this machine")
+            raise DeviceError(f"--device {requested}: CUDA is not available on this machine "
+                              f"(torch {torch.__version__}); use --device cpu")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise RuntimeError(f"device {requested!r} requested but MPS is not available on this machine")
+            raise DeviceError(f"--device {requested}: MPS is not available on this machine; use --device cpu")
+        if dev.type not in ("cpu", "cuda", "mps"):
+            raise DeviceError(f"--device {requested}: unsupported device type (use cpu, cuda, cuda:N or mps)")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -190,6 +204,28 @@ def exit_on_comm_failure(prefix: str, err: DistError) -> NoReturn:
     sys.stdout.flush()
     print(f"{prefix}: {err}", file=sys.stderr, flush=True)
     os._exit(1)
+
+
+@contextlib.contextmanager
+def distributed_stage(prog: str, device: str | None = None, timeout_s: float = 600.0) -> Iterator[DistInfo]:
+    """``setup_dist`` around a stage's work, with its failure handling in one place.
+
+    An unavailable ``--device`` exits with one line; a dead or hung peer inside (``as_dist_error``)
+    prints one line and leaves at once (``exit_on_comm_failure``); the process group is torn
+    down on every other way out. Usage: ``with distributed_stage("extract_x", args.device) as info:``.
+    """
+    try:
+        info = setup_dist(timeout_s=timeout_s, device=device)
+    except DeviceError as err:
+        raise SystemExit(f"{prog}: {err}") from None
+    try:
+        yield info
+    except RuntimeError as err:  # DistError, or gloo/NCCL errors raised inside torch (DDP's backward)
+        if (failure := as_dist_error(err)) is None:
+            raise
+        exit_on_comm_failure(prog, failure)
+    finally:
+        cleanup_dist()
 
 
 def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:

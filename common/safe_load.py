@@ -65,19 +65,55 @@ def _refusal(path: Path, err: Exception) -> str:
             "as plain weights")
 
 
+_LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a"  # pickle protocol 2, then torch's 10-byte magic number
+
+
+def _not_torch(path: Path) -> str | None:
+    """What ``path`` is when it is not a PyTorch file (zip with a ``data.pkl``, or the legacy format), else None."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                if any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist()):
+                    return None
+        except zipfile.BadZipFile:
+            return None  # a torch zip cut short: torch.load names the damage
+        return "a zip archive without PyTorch data, e.g. a NumPy .npz"
+    if head.startswith(_LEGACY_TORCH_HEAD):
+        return None
+    if not head:
+        return "an empty file"
+    kinds = {b"RIFF": "a WAV (RIFF) file", b"\x93NUMPY": "a NumPy .npy array", b"\x80": "a Python pickle",
+             b"\x89HDF": "an HDF5 file", b"fLaC": "a FLAC file", b"ID3": "an MP3 file", b"OggS": "an Ogg file"}
+    for magic, kind in kinds.items():
+        if head.startswith(magic):
+            return kind
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "of an unknown format"
+
+
 def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` that also reads GPT-SoVITS's pickled HParams configs.
 
-    Raises ``UnsafeFileError`` with a one-line message for a pickle that would run code
-    (nothing of it runs) and ``OSError`` subclasses for missing/unreadable files.
+    Raises ``UnsafeFileError`` with a one-line message for a file that is not a PyTorch file at
+    all (a wav, a text, a NumPy array: recognised by its first bytes, so torch's own advice to
+    turn weights-only loading off is never shown), for a pickle that would run code (nothing
+    of it runs) and for a damaged file; ``OSError`` subclasses for missing/unreadable files.
     """
     path = Path(path)
+    kind = _not_torch(path)
+    if kind is not None:
+        raise UnsafeFileError(f"{path}: not a PyTorch checkpoint file ({kind})")
     try:
         with torch.serialization.safe_globals([(HParamsStandIn, HPARAMS_GLOBAL)]):
             raw = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnsafeFileError(_refusal(path, err)) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, IndexError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnsafeFileError(f"{path}: cannot read checkpoint file ({type(err).__name__}: {first})") from None
     return _plain(raw)

@@ -10,13 +10,17 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import random
+import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from common.script import finite_float
 
 
 class TrainingError(RuntimeError):
@@ -105,7 +109,12 @@ class Board:
         if is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+            from common.checkpoint import latest_checkpoint
+
+            # resumed: hide the events a killed run logged after the checkpoint it is resumed from
+            latest = latest_checkpoint(run_dir)
+            purge = _step_of(latest) if latest is not None else None
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is not None:
@@ -146,19 +155,120 @@ def spectrogram_image(spec: np.ndarray) -> np.ndarray:
 def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from, enforcing the run-directory rules.
 
-    ``--resume`` with no checkpoint is an error; a fresh run into a directory that already
-    holds checkpoints is refused (nothing is overwritten by accident).
+    ``--resume`` with no checkpoint is an error, and resumes from the newest intact checkpoint
+    (a damaged newer one is renamed ``*.damaged`` with a message); a fresh run into a directory
+    that already holds checkpoints is refused (nothing is overwritten by accident).
     """
-    from common.checkpoint import CheckpointError, latest_checkpoint
+    from common.checkpoint import CheckpointError, latest_checkpoint, newest_intact_checkpoint
+    from common.dist import rank
 
     latest = latest_checkpoint(run_dir)
     if resume and latest is None:
         raise CheckpointError(f"{run_dir}: --resume given but there is no checkpoint to resume from "
                               "(start without --resume for a fresh run)")
+    if resume:  # a damaged newest checkpoint: resume from the newest intact one (rank 0 sets the damaged aside)
+        latest = newest_intact_checkpoint(run_dir, quarantine=rank() == 0)
+        if latest is None:
+            raise CheckpointError(f"{run_dir}: --resume given but every checkpoint in it is damaged (kept as "
+                                  "*.damaged); start a fresh run, or --init from a good copy")
     if not resume and latest is not None:
         raise CheckpointError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
                               "or choose another -m directory")
     return latest if resume else None
+
+
+def _step_of(ckpt: Path) -> int:
+    return int(ckpt.stem.split("_")[1])
+
+
+def resume_hint(script: str, run_dir: Path) -> str:
+    """What an interrupted run leaves: the checkpoint to continue from and the command, or that there is none."""
+    from common.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return f"no checkpoint was saved in {run_dir}; start again (nothing to resume)"
+    return (f"the latest checkpoint is {latest} (step {_step_of(latest)}); continue with: "
+            f"python {script} -m {run_dir} --resume")
+
+
+def _tree(run_dir: Path) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in run_dir.rglob("*") if p.is_file()} if run_dir.is_dir() else {}
+
+
+@contextlib.contextmanager
+def tidy_run_dir(run_dir: Path, fresh: bool, is_main: bool = True) -> Iterator[None]:
+    """The run directory's hygiene around a training run (rank 0 only; a no-op elsewhere).
+
+    Before: temp files of killed writers are removed, and a fresh run into a directory whose
+    earlier run was killed before its first checkpoint removes that run's ``train.log``, ``tb/``
+    and ``config.json`` (so two runs' logs never mix); one line each. After a failure or Ctrl-C
+    before this run saved a checkpoint: what the run created is removed and a ``config.json`` or
+    ``train.log`` it changed is put back, so a failed start (bad config, bad path) leaves the
+    directory as it was. Once a checkpoint exists everything is kept.
+    """
+    from common.checkpoint import DAMAGED, list_checkpoints
+    from common.fileio import remove_stale_temps
+
+    if not is_main:
+        yield
+        return
+    remove_stale_temps(run_dir, report=say)
+    leftovers = [run_dir / n for n in ("train.log", "tb", "config.json") if (run_dir / n).exists()]
+    if fresh and _earlier_run(run_dir) and not list_checkpoints(run_dir) and not list(run_dir.glob(f"ckpt_*{DAMAGED}")):
+        for p in leftovers:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        say(f"{run_dir}: removed {', '.join(p.name for p in leftovers)} of an earlier run that saved no checkpoint")
+    existed = run_dir.is_dir()
+    before = _tree(run_dir)
+    ckpts_before = set(list_checkpoints(run_dir))
+    config = run_dir / "config.json"
+    config_bytes = config.read_bytes() if config.is_file() else None
+    try:
+        yield
+    except BaseException:
+        if not set(list_checkpoints(run_dir)) - ckpts_before:
+            _undo(run_dir, existed, before, config, config_bytes)
+        raise
+
+
+def _earlier_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds the files of an earlier training run (its config.json is a stage config),
+    so that a folder of other files given as ``-m`` is never cleaned."""
+    import json
+
+    try:
+        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and "model" in saved and set(saved) <= {"data", "model", "train", "inference"}
+
+
+def say(line: str) -> None:
+    """One message line on stderr (before the run's logger exists)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _undo(run_dir: Path, existed: bool, before: dict[Path, int], config: Path, config_bytes: bytes | None) -> None:
+    """Put ``run_dir`` back as ``before`` (file sizes) said, as far as this run changed it."""
+    from common.checkpoint import DAMAGED
+
+    for p in sorted(run_dir.rglob("*"), key=lambda q: len(q.parts), reverse=True) if run_dir.is_dir() else []:
+        if p.name.endswith(DAMAGED):
+            continue  # a damaged checkpoint set aside by --resume is kept, whatever happens
+        if p.is_file() and p not in before:
+            p.unlink()
+        elif p.is_file() and p.name == "train.log" and p.stat().st_size > before[p]:
+            with open(p, "r+b") as f:
+                f.truncate(before[p])
+        elif p.is_dir() and not any(p.iterdir()) and not any(q.is_relative_to(p) for q in before):
+            p.rmdir()
+    if config_bytes is not None and (not config.is_file() or config.read_bytes() != config_bytes):
+        from common.fileio import atomic_write_bytes
+
+        atomic_write_bytes(config, config_bytes)
+    if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def load_run_config(config: str | None, run_dir: Path, resume: bool, cls: type, is_main: bool, script: str):
@@ -196,6 +306,33 @@ def _check_same_model(cfg: object, saved: Path, config: str | Path, cls: type) -
                           "own config (--resume without -c) or start a new run with --init to fine-tune")
 
 
+def run_training(script: str, run: Callable[[argparse.Namespace], None], args: argparse.Namespace,
+                 errors: tuple[type[Exception], ...] = ()) -> None:
+    """The boundary of train_s1.py / train_s2.py around the trainer's ``run(args)``.
+
+    The run directory (``-m``) is checked before any work (``check_output_path``); the directory's
+    hygiene is ``tidy_run_dir``; Ctrl-C prints one line naming the checkpoint to continue from and
+    exits with 130; ``errors`` (the user errors of the stage), an unavailable ``--device`` and
+    ``OSError`` exit with one line ``<script>: <message>`` (status 1).
+    """
+    from common.dist import DeviceError
+    from common.fileio import OutputPathError, check_output_path
+    from common.script import exit_on_interrupt
+
+    run_dir = Path(args.model_dir)
+    try:
+        check_output_path(run_dir, directory=True, what="-m")
+    except OutputPathError as err:
+        raise SystemExit(f"{script}: {err}") from None
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with exit_on_interrupt(script, lambda: resume_hint(script, run_dir)), \
+            tidy_run_dir(run_dir, fresh=not args.resume, is_main=is_main):
+        try:
+            run(args)
+        except (*errors, DeviceError, OSError) as err:
+            raise SystemExit(f"{script}: {err}") from None
+
+
 def training_arg_parser(doc: str, stage: str, data_files: str) -> argparse.ArgumentParser:
     """The command line shared by train_s1.py and train_s2.py."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,7 +345,7 @@ def training_arg_parser(doc: str, stage: str, data_files: str) -> argparse.Argum
                    "directory, or a GPT-SoVITS v1 file); optimizer and step start fresh")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps in total (0: the config's)")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA if available, else CPU)")
-    p.add_argument("--dist-timeout", type=float, default=600.0,
+    p.add_argument("--dist-timeout", type=finite_float, default=600.0,
                    help="seconds before a hung process-group start or collective fails instead of waiting forever")
     return p
 

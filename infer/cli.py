@@ -18,6 +18,8 @@ from pathlib import Path
 from common.audio import AudioError, audio_info
 from common.checkpoint import CheckpointError
 from common.config import ConfigError, S1InferenceConfig
+from common.fileio import OutputPathError, check_output_path, remove_stale_temps
+from common.script import INTERRUPTED, MAX_SEED, RANDOM_SEED, exit_on_interrupt, finite_float, random_seed
 from infer.decoder import DEFAULT_BATCH_SIZE, DEFAULT_NOISE_SCALE, DEFAULT_PAUSE_SECONDS, DecodeOptions
 from infer.engine import GenerationOptions, Prompt, TTSEngine, sampling_params
 from infer.errors import InferenceError
@@ -43,6 +45,9 @@ PRESET_HELP = ("sampling preset: " + "; ".join(
       "inference section is used (under --rules gsv1: the gsv1 preset)")
 
 
+SEED_HELP = f"; {RANDOM_SEED} = a random seed, printed so that the output can be made again"
+
+
 class _StderrHandler(logging.Handler):
     """Writes records to the current ``sys.stderr`` (so redirected or captured streams work)."""
 
@@ -62,15 +67,65 @@ def setup_messages() -> None:
 
 def run_script(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
                argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run ``main``; return 0, or print ``error: ...`` and return the error's exit code."""
+    """Parse ``argv``, check the arguments (``check_arguments``), run ``main``; return 0, or print
+    ``error: ...`` and return the error's exit code (130 after Ctrl-C, with one line)."""
     args = parser.parse_args(argv)
     setup_messages()
     try:
-        main(args)
+        with exit_on_interrupt(parser.prog, lambda: _kept(args)):
+            check_arguments(args)
+            main(args)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
+    except SystemExit as stop:
+        if stop.code == INTERRUPTED:
+            return INTERRUPTED
+        raise
     return 0
+
+
+def _kept(args: argparse.Namespace) -> str:
+    out = getattr(args, "output", None)
+    if out == "-":
+        return "the audio written to stdout so far is all there is"
+    return f"{out} was not written (outputs are only put in place when complete)"
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every check that needs no model, run before anything is loaded (so a typo costs no model load).
+
+    The output path (``-o``: writable, not a directory unless several files are written), the
+    sampling, generation, decoding and reference options (the same validators as later, on the
+    command line's values over the defaults), ``--seed -1`` replaced by a random seed that is
+    printed; temp files of killed earlier runs next to the output are removed (one line).
+    """
+    out = getattr(args, "output", None)
+    if out is not None and out != "-":
+        many = len(getattr(args, "tokens", None) or []) > 1
+        try:
+            path = check_output_path(out, directory=many, what="-o")
+        except OutputPathError as err:
+            raise InferenceError(str(err)) from None
+        remove_stale_temps(path if many else path.parent, report=log.info)
+    if hasattr(args, "top_k"):
+        generation_options(args, S1InferenceConfig())
+    batch_size = getattr(args, "batch_size", None)
+    DecodeOptions(seed=0, noise_scale=getattr(args, "noise_scale", DEFAULT_NOISE_SCALE),
+                  batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+                  pause_seconds=getattr(args, "pause", DEFAULT_PAUSE_SECONDS))
+    if getattr(args, "sample_rate", None) is not None and args.sample_rate < 1:
+        raise InferenceError(f"--sample-rate must be >= 1 Hz, got {args.sample_rate}")
+    if getattr(args, "first_chunk", 1) < 1:
+        raise InferenceError(f"--first-chunk must be >= 1 token, got {args.first_chunk}")
+    if hasattr(args, "ref_min_seconds"):
+        reference_options(args)
+    seed = getattr(args, "seed", None)
+    if seed == RANDOM_SEED:
+        args.seed = random_seed()
+        log.info("seed %d (random; --seed %d gives this output again)", args.seed, args.seed)
+    elif seed is not None and not 0 <= seed <= MAX_SEED:
+        raise InferenceError(f"--seed must be in 0..{MAX_SEED}, or {RANDOM_SEED} for a random seed; got {seed}")
 
 
 # ----------------------------------------------------------------------------- argument groups
@@ -106,9 +161,9 @@ def add_reference_args(p: argparse.ArgumentParser, required: bool = True) -> Non
     g.add_argument("--ref-text", default=None,
                    help="transcript of --ref; without it the reference gives the voice style only")
     g.add_argument("--ref-lang", default=None, help="language of --ref-text (default: --lang)")
-    g.add_argument("--ref-min-seconds", type=float, default=None,
+    g.add_argument("--ref-min-seconds", type=finite_float, default=None,
                    help="references shorter than this are used for style only (default: 3)")
-    g.add_argument("--ref-max-seconds", type=float, default=None,
+    g.add_argument("--ref-max-seconds", type=finite_float, default=None,
                    help="longer references are cut to a window of at most this length, for style only (default: 10)")
 
 
@@ -116,15 +171,16 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("S1 sampling")
     g.add_argument("--rules", choices=sorted(RULES), default=None, help=RULES_HELP)
     g.add_argument("--preset", choices=sorted(PRESETS), default=None, help=PRESET_HELP)
-    g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (overrides the preset)")
-    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold in (0, 1]")
-    g.add_argument("--temperature", type=float, default=None, help="sampling temperature (> 0)")
-    g.add_argument("--repetition-penalty", type=float, default=None,
+    g.add_argument("--top-k", type=int, default=None,
+                   help="keep the k most likely tokens (overrides the preset); 0 = off (no top-k filter)")
+    g.add_argument("--top-p", type=finite_float, default=None, help="nucleus sampling threshold in (0, 1]")
+    g.add_argument("--temperature", type=finite_float, default=None, help="sampling temperature (> 0)")
+    g.add_argument("--repetition-penalty", type=finite_float, default=None,
                    help="penalty on tokens already present (prompt included); 1 = off")
     g.add_argument("--min-new-tokens", type=int, default=None,
                    help="EOS is blocked for this many tokens (default: the checkpoint's inference.min_new_tokens; "
                         "1 under --rules gsv1)")
-    g.add_argument("--max-tokens-per-phoneme", type=float, default=None,
+    g.add_argument("--max-tokens-per-phoneme", type=finite_float, default=None,
                    help="cap on new tokens per phoneme of a piece (default: inference.max_tokens_per_phoneme)")
     g.add_argument("--no-loop-detector", action="store_true",
                    help="do not stop pieces that say the same syllable or phrase again and again (s1/loops.py; "
@@ -133,13 +189,13 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 def add_decode_args(p: argparse.ArgumentParser, seed_help: str) -> None:
     g = p.add_argument_group("generation")
-    g.add_argument("--seed", type=int, default=None, help=seed_help)
+    g.add_argument("--seed", type=int, default=None, help=seed_help + SEED_HELP)
     g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"pieces generated/decoded together (default: {DEFAULT_BATCH_SIZE}); keep it equal "
                         "between tts.py and s1_infer.py + s2_infer.py for identical audio")
-    g.add_argument("--noise-scale", type=float, default=DEFAULT_NOISE_SCALE,
+    g.add_argument("--noise-scale", type=finite_float, default=DEFAULT_NOISE_SCALE,
                    help=f"S2 prior noise scale (default: {DEFAULT_NOISE_SCALE})")
-    g.add_argument("--pause", type=float, default=DEFAULT_PAUSE_SECONDS,
+    g.add_argument("--pause", type=finite_float, default=DEFAULT_PAUSE_SECONDS,
                    help=f"seconds of silence between pieces (default: {DEFAULT_PAUSE_SECONDS})")
     g.add_argument("--sample-rate", type=int, default=None,
                    help="sample rate of the output wav (default: the S2 rate, 32000)")

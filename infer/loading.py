@@ -20,6 +20,7 @@ import torch
 
 from common.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state
 from common.config import S1Config, S2Config, from_dict
+from common.dist import DeviceError
 from common.dist import pick_device as common_pick_device
 from common.gsv1.files import ENC_Q
 from infer.errors import InferenceError
@@ -35,8 +36,8 @@ def pick_device(name: str | None = None) -> torch.device:
     """``name`` ('cpu', 'cuda', 'cuda:1', 'mps'), or the best available: CUDA, then MPS, then CPU."""
     try:
         return common_pick_device(name, prefer_mps=True)
-    except RuntimeError as err:
-        raise InferenceError(f"--device {name}: {err}") from None
+    except DeviceError as err:
+        raise InferenceError(str(err)) from None
 
 
 def file_sha256(path: Path) -> str:

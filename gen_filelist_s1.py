@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import ConfigError, S1Config, S1DataConfig, load_config
+from common.fileio import remove_stale_temps
 from common.listcheck import features_shape, write_pair
 from common.manifest import MANIFEST_NAME, PHONEMES_NAME, REJECTED_NAME, ManifestError, read_manifest, read_phonemes
 from common.progress import RejectionReport
@@ -164,6 +165,7 @@ def write_joined_bert(dump: Path, joined: list[Joined]) -> None:
 
 def main(args: argparse.Namespace) -> None:
     dump = Path(args.dump)
+    remove_stale_temps(dump)  # lists and tables whose writer was killed
     try:
         cfg = load_config(args.config, S1Config)
         meta = load_semantic_meta(dump / SEMANTIC_JSON)

@@ -36,6 +36,7 @@ import random
 from pathlib import Path
 
 from common.config import ConfigError, S2Config, load_config
+from common.fileio import remove_stale_temps
 from common.ingest import name_problem
 from common.listcheck import features_shape, wav_check, write_pair
 from common.manifest import (
@@ -120,6 +121,7 @@ def split_items(items: list[S2ListItem], val_items: int, seed: int) -> tuple[lis
 
 def main(args: argparse.Namespace) -> None:
     dump = Path(args.dump)
+    remove_stale_temps(dump)  # lists and tables whose writer was killed
     if args.val_items is not None and args.val_items < 0:
         raise SystemExit(f"{STAGE}: --val-items must be >= 0, got {args.val_items}")
     try:

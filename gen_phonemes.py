@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.fileio import remove_stale_temps
 from common.manifest import (
     MANIFEST_NAME,
     PHONEMES_NAME,
@@ -62,6 +63,7 @@ def g2p(job: tuple[str, str, str]) -> G2POutcome:
 def main(args: argparse.Namespace) -> None:
     dump = Path(args.dump)
     out_path = dump / PHONEMES_NAME
+    remove_stale_temps(dump)  # tables whose writer was killed
     try:
         utts = read_manifest(dump / MANIFEST_NAME)
         done = {} if args.overwrite or not out_path.exists() else {e.id: e for e in read_phonemes(out_path)}

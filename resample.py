@@ -162,6 +162,7 @@ def main(args: argparse.Namespace) -> None:
     wav_dir = dump / WAV_DIR
     wav_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(wav_dir)
+    remove_stale_temps(dump)  # tables whose writer was killed
     vet_items(dataset.items)  # names, paths, transcripts, duplicates: common/ingest.py
     assign_ids(dataset.items)
     previous = {} if args.overwrite else _previous_sources(dump / MANIFEST_NAME)

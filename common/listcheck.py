@@ -19,6 +19,8 @@ from pathlib import Path
 from common.audio import AudioError, audio_info
 from common.tensor_file import TensorFileError, load_fp16
 
+_ZIP_MAGIC = b"PK\x03\x04"
+
 
 def wav_check(path: Path, sample_rate: int) -> tuple[int, str | None]:
     """(frames, None) for a usable mono ``sample_rate`` wav, else (0, reason)."""
@@ -35,6 +37,10 @@ def wav_check(path: Path, sample_rate: int) -> tuple[int, str | None]:
 
 def features_shape(path: Path) -> tuple[tuple[int, ...] | None, str]:
     """(shape, '') of an fp16 ``[D, T]`` feature file read through its header, else (None, why)."""
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(4) != _ZIP_MAGIC:  # torch.save writes a zip archive; mmap loading needs one
+                return None, f"{path}: not a PyTorch tensor file (no zip header: truncated or another kind of file)"
     try:
         return tuple(load_fp16(path, mmap=True).shape), ""
     except TensorFileError as err:

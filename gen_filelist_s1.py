@@ -165,7 +165,8 @@ def write_joined_bert(dump: Path, joined: list[Joined]) -> None:
 
 def main(args: argparse.Namespace) -> None:
     dump = Path(args.dump)
-    remove_stale_temps(dump)  # lists and tables whose writer was killed
+    # temp files left by killed writers
+    remove_stale_temps(dump, report=lambda line: print(f"{STAGE}: {line}"))
     try:
         cfg = load_config(args.config, S1Config)
         meta = load_semantic_meta(dump / SEMANTIC_JSON)

@@ -121,7 +121,8 @@ def split_items(items: list[S2ListItem], val_items: int, seed: int) -> tuple[lis
 
 def main(args: argparse.Namespace) -> None:
     dump = Path(args.dump)
-    remove_stale_temps(dump)  # lists and tables whose writer was killed
+    # temp files left by killed writers
+    remove_stale_temps(dump, report=lambda line: print(f"{STAGE}: {line}"))
     if args.val_items is not None and args.val_items < 0:
         raise SystemExit(f"{STAGE}: --val-items must be >= 0, got {args.val_items}")
     try:

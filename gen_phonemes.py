@@ -63,7 +63,8 @@ def g2p(job: tuple[str, str, str]) -> G2POutcome:
 def main(args: argparse.Namespace) -> None:
     dump = Path(args.dump)
     out_path = dump / PHONEMES_NAME
-    remove_stale_temps(dump)  # tables whose writer was killed
+    # temp files left by killed writers
+    remove_stale_temps(dump, report=lambda line: print(f"{STAGE}: {line}"))
     try:
         utts = read_manifest(dump / MANIFEST_NAME)
         done = {} if args.overwrite or not out_path.exists() else {e.id: e for e in read_phonemes(out_path)}

@@ -161,8 +161,8 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(f"{STAGE}: {err}") from None
     wav_dir = dump / WAV_DIR
     wav_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(wav_dir)
-    remove_stale_temps(dump)  # tables whose writer was killed
+    for folder in (wav_dir, dump):  # temp files of killed writers (wavs, tables)
+        remove_stale_temps(folder, report=lambda line: print(f"{STAGE}: {line}"))
     vet_items(dataset.items)  # names, paths, transcripts, duplicates: common/ingest.py
     assign_ids(dataset.items)
     previous = {} if args.overwrite else _previous_sources(dump / MANIFEST_NAME)

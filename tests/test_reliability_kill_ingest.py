@@ -217,7 +217,8 @@ def kill_at(proc: Proc, moment: str, dump: Path, case: StageCase, rng: random.Ra
 
 
 @pytest.mark.parametrize("stage", list(CASES))
-def test_stage_killed_twice_then_finished(stage: str, chain: Chain, tmp_path: Path) -> None:
+def test_stage_killed_twice_then_finished(stage: str, chain: Chain, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
     case = CASES[stage]
     dump = tmp_path / "dump"
     previous_state(stage, chain, dump)
@@ -240,7 +241,11 @@ def test_stage_killed_twice_then_finished(stage: str, chain: Chain, tmp_path: Pa
         if case.folder:
             check_folder(stage, chain, dump, case.folder)
     finished = check_folder(stage, chain, dump, case.folder) if case.folder else {}
+    leftover = [p for p in dump.glob(f".*{TMP_MARK}*")]
+    capsys.readouterr()
     run_main(script, *args)
+    if leftover:  # the stage says what it cleaned up
+        assert f"removed {len(leftover)} temp file(s) of killed runs" in capsys.readouterr().out
     assert snapshot(dump, case.tables) == reference
     if case.folder:
         after = check_folder(stage, chain, dump, case.folder)

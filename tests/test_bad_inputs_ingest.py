@@ -166,6 +166,21 @@ def test_markup_entities_are_decoded_and_reported(odd: Odd) -> None:
     assert "x" not in phones["spk_entity"] and "EH1" not in phones["spk_entity"]
 
 
+def test_only_complete_entities_are_decoded() -> None:
+    from common.ingest import decode_entities
+
+    kept = "AT&T &amp &copy 5 & 6 &unknown; "  # no semicolon, or no such entity: left as written
+    assert decode_entities(kept + "&#x4E00;&#12290;&lt;") == kept + "一。<"
+
+
+def test_a_rerun_keeps_the_notes(odd: Odd, tmp_path: Path) -> None:
+    """A rerun reuses the converted wavs without reading their sources; the scaled-down note stays."""
+    before = (odd.dump / "adjusted.tsv").read_bytes()
+    res = run("resample.py", "--root", odd.root, "--dump", odd.dump, "--workers", "1")
+    assert res.returncode == 0 and "processed 0," in res.stdout, res.stdout + res.stderr
+    assert (odd.dump / "adjusted.tsv").read_bytes() == before
+
+
 def test_multi_line_transcript_is_rejected(odd: Odd) -> None:
     """Class 3: a .lab of two sentences is not silently joined into one."""
     assert "spk_multi" not in manifest_ids(odd.dump)

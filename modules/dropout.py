@@ -46,7 +46,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """``F.dropout(x, p, training)``; on CPU with a ``keep_mask`` (see the module docstring)."""
     if not uses_cpu_dropout(x, p, training):
         return F.dropout(x, p, training)
-    return torch.where(keep_mask(x.shape, p, x.device), x, 0.0) * (1.0 / (1.0 - p))
+    return torch.mul(x, keep_mask(x.shape, p, x.device)).mul_(1.0 / (1.0 - p))  # the product is not saved
 
 
 def attention_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
@@ -63,5 +63,5 @@ def attention_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: f
         bias = torch.zeros(mask.shape, dtype=scores.dtype, device=mask.device).masked_fill_(~mask, -math.inf)
         scores = scores.add_(bias)
     probs = torch.softmax(scores, dim=-1)
-    kept = torch.where(keep_mask(probs.shape, p, probs.device), probs, 0.0)
+    kept = torch.mul(probs, keep_mask(probs.shape, p, probs.device))
     return torch.matmul(kept, v * (1.0 / (1.0 - p)))

@@ -149,14 +149,15 @@ class SelfAttention(nn.Module):
         if rope is not None:
             q, k_new = apply_rotary(qkv[0], *rope), apply_rotary(qkv[1], *rope)
             qkv = torch.stack([q, k_new, qkv[2]])
-        if cache is None:
-            k, v = qkv[1], qkv[2]
+        if cache is None:  # one contiguous copy, and unbind's backward stacks the three gradients in one pass
+            q, k, v = qkv.contiguous().unbind(0)  # (indexing qkv would zero-fill a [3, B, H, S, Dh] gradient each)
         else:
+            q = qkv[0]
             k, v = cache.update(input_pos, qkv[1:])  # [B, H, input_pos+S, Dh]
         if self.training and self.dropout > 0:  # CPU: modules.dropout's written-out path
-            y = attention_dropout(qkv[0], k, v, mask, self.dropout)  # [B, H, S, Dh]
+            y = attention_dropout(q, k, v, mask, self.dropout)  # [B, H, S, Dh]
         else:
-            y = F.scaled_dot_product_attention(qkv[0], k, v, attn_mask=mask)  # [B, H, S, Dh]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, S, Dh]
         return linear(y.transpose(1, 2).reshape(b, s, d), self.out_proj.weight, self.out_proj.bias, False)
 
 

@@ -82,6 +82,7 @@ from common.dist import (
     exit_on_comm_failure,
     setup_dist,
 )
+from common.optim import adamw
 from common.training import (
     Board,
     NonFiniteGuard,
@@ -120,12 +121,12 @@ def lr_at(step: int, tc: S1TrainConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, tc: S1TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices and embeddings; none on 1-D parameters (biases, norms, alphas)."""
+    """AdamW (fused where it applies, ``common.optim``) with weight decay on matrices and embeddings; none on
+    1-D parameters (biases, norms, alphas). ``model`` is on its training device."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}],
-                             lr=lr_at(0, tc), betas=(tc.betas[0], tc.betas[1]), eps=tc.eps)
+    return adamw([{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                 lr=lr_at(0, tc), betas=(tc.betas[0], tc.betas[1]), eps=tc.eps)
 
 
 @dataclass

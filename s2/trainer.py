@@ -65,6 +65,7 @@ from common.dist import (
 from common.gsv1.files import ENC_Q
 from common.learning import envelope_correlation, mean, s2_resynthesis
 from common.manifest import S2_TRAIN_LIST, S2_VAL_LIST, ManifestError
+from common.optim import adamw
 from common.training import (
     Board,
     NonFiniteGuard,
@@ -151,10 +152,10 @@ class S2Trainer:
         self.net_g, self.net_d = build_model(self.cfg)
         self.net_g.to(self.device)
         self.net_d.to(self.device)
-        self.optim_g = torch.optim.AdamW(param_groups(self.net_g, tc.learning_rate, tc.text_low_lr_rate),
-                                         betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
-        self.optim_d = torch.optim.AdamW(self.net_d.parameters(), lr=tc.learning_rate, betas=tuple(tc.betas),
-                                         eps=tc.eps, weight_decay=tc.weight_decay)
+        self.optim_g = adamw(param_groups(self.net_g, tc.learning_rate, tc.text_low_lr_rate),
+                             betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
+        self.optim_d = adamw(self.net_d.parameters(), lr=tc.learning_rate, betas=tuple(tc.betas),
+                             eps=tc.eps, weight_decay=tc.weight_decay)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=tc.lr_decay)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=tc.lr_decay)
         self.scaler = make_scaler(self.precision, self.device)

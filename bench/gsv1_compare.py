@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import tempfile
@@ -56,7 +55,8 @@ import soundfile as sf
 import torch
 
 from bench import gs_reference as gsr
-from common.cpu import cpu_bf16_native, cpu_flags, cpu_model
+from bench.machine import machine_facts
+from common.cpu import cpu_bf16_native
 
 PARTS = ("s1", "prompt", "bert", "s2", "d", "speed-s1", "speed-s2")
 LOGITS_TARGET = 1e-4
@@ -65,10 +65,8 @@ BERT_TEXTS = ["今天天气很好，我们去公园散步吧。", "我喜欢用P
 
 
 def cpu_facts() -> dict:
-    flags = cpu_flags() & {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "avx512_vnni", "amx_tile",
-                           "amx_bf16", "amx_int8", "f16c"}
-    return {"machine": platform.machine(), "cpu_model": cpu_model(), "cpu_flags": sorted(flags),
-            "bf16_native": cpu_bf16_native(), "logical_cpus": os.cpu_count()}
+    """``bench.machine.machine_facts`` and whether this CPU multiplies bf16 natively."""
+    return {**machine_facts(), "bf16_native": cpu_bf16_native()}
 
 
 def gs_commit(root: Path) -> str:

@@ -44,6 +44,7 @@ from typing import TypeVar
 
 import torch
 
+from bench.machine import machine_facts
 from s1.compiled import compile_decode_step
 from s1.generate import GenerationResult, generate_detailed
 from s1.model import Text2Semantic
@@ -99,6 +100,7 @@ def main(args: argparse.Namespace) -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    machine = machine_facts(device)
     torch.manual_seed(args.seed)
     model = Text2Semantic(codebook_size=1024, phoneme_vocab_size=512, dim=512, n_layer=args.n_layer, n_head=16,
                           ffn_dim=2048)
@@ -158,6 +160,9 @@ def main(args: argparse.Namespace) -> None:
         "new_tokens": args.new_tokens,
         "prefill_s": round(t_prefill, 4),
         "load_avg_1min": round(os.getloadavg()[0], 2),
+        "machine": machine,
+        "reference": "the memory-bandwidth bound of this run (bound_tok_s); GPT-SoVITS infer_panel on the same "
+                     "input: python -m bench.gsv1_compare --parts speed-s1",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "cached_s": round(t_cached, 3),
         "cached_tok_s": round(cached_tok_s, 1),

@@ -49,6 +49,8 @@ from pathlib import Path
 
 import torch
 
+from bench.machine import machine_facts
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RTF = 0.15
 BF16_SNR_TOLERANCE_DB = 20.0  # bf16 decode vs fp32: error power at most 1 % of the signal's
@@ -225,7 +227,10 @@ def main(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     cfg_path = Path(args.config)
     out: dict = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                 "config": str(cfg_path)}
+                 "config": str(cfg_path), "machine": machine_facts(device),
+                 "reference": "the matmul and conv peaks of this run (peaks); GPT-SoVITS on the same work: "
+                              "python -m bench.gsv1_compare --parts speed-s2 (decode), python -m "
+                              "bench.train_compare --parts s2 (training step)"}
     before = peaks(device, args.bf16)
     if not args.skip_train:
         out["train"] = bench_train(cfg_path, device, args.train_batch, args.train_seconds, args.train_steps)

@@ -42,9 +42,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import ConfigError, S1Config, S1DataConfig, load_config
-from common.fileio import remove_stale_temps
 from common.listcheck import features_shape, write_pair
-from common.manifest import MANIFEST_NAME, PHONEMES_NAME, REJECTED_NAME, ManifestError, read_manifest, read_phonemes
+from common.manifest import (
+    MANIFEST_NAME,
+    PHONEMES_NAME,
+    REJECTED_NAME,
+    ManifestError,
+    prepare_dump,
+    read_manifest,
+    read_phonemes,
+)
 from common.progress import RejectionReport
 from modules.bert import BertError, bert_path, load_bert_features, save_bert_features
 from s1.concat import JOINS_NAME, Joined, join_bert, join_rows, plan_groups, silence_token, write_joins
@@ -164,9 +171,10 @@ def write_joined_bert(dump: Path, joined: list[Joined]) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    dump = Path(args.dump)
-    # temp files left by killed writers
-    remove_stale_temps(dump, report=lambda line: print(f"{STAGE}: {line}"))
+    try:
+        dump = prepare_dump(args.dump, STAGE)  # writable, temp files of killed writers removed
+    except ManifestError as err:
+        raise SystemExit(f"{STAGE}: {err}") from None
     try:
         cfg = load_config(args.config, S1Config)
         meta = load_semantic_meta(dump / SEMANTIC_JSON)

@@ -36,7 +36,6 @@ import random
 from pathlib import Path
 
 from common.config import ConfigError, S2Config, load_config
-from common.fileio import remove_stale_temps
 from common.ingest import name_problem
 from common.listcheck import features_shape, wav_check, write_pair
 from common.manifest import (
@@ -50,6 +49,7 @@ from common.manifest import (
     ManifestError,
     S2ListItem,
     Utterance,
+    prepare_dump,
     read_manifest,
     read_phonemes,
     write_s2_list,
@@ -120,9 +120,10 @@ def split_items(items: list[S2ListItem], val_items: int, seed: int) -> tuple[lis
 
 
 def main(args: argparse.Namespace) -> None:
-    dump = Path(args.dump)
-    # temp files left by killed writers
-    remove_stale_temps(dump, report=lambda line: print(f"{STAGE}: {line}"))
+    try:
+        dump = prepare_dump(args.dump, STAGE)  # writable, temp files of killed writers removed
+    except ManifestError as err:
+        raise SystemExit(f"{STAGE}: {err}") from None
     if args.val_items is not None and args.val_items < 0:
         raise SystemExit(f"{STAGE}: --val-items must be >= 0, got {args.val_items}")
     try:

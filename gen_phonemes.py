@@ -20,13 +20,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.fileio import remove_stale_temps
 from common.manifest import (
     MANIFEST_NAME,
     PHONEMES_NAME,
     REJECTED_NAME,
     ManifestError,
     PhonemeEntry,
+    prepare_dump,
     read_manifest,
     read_phonemes,
     write_phonemes,
@@ -61,10 +61,11 @@ def g2p(job: tuple[str, str, str]) -> G2POutcome:
 
 
 def main(args: argparse.Namespace) -> None:
-    dump = Path(args.dump)
+    try:
+        dump = prepare_dump(args.dump, STAGE)  # writable, temp files of killed writers removed
+    except ManifestError as err:
+        raise SystemExit(f"{STAGE}: {err}") from None
     out_path = dump / PHONEMES_NAME
-    # temp files left by killed writers
-    remove_stale_temps(dump, report=lambda line: print(f"{STAGE}: {line}"))
     try:
         utts = read_manifest(dump / MANIFEST_NAME)
         done = {} if args.overwrite or not out_path.exists() else {e.id: e for e in read_phonemes(out_path)}

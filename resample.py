@@ -44,6 +44,7 @@ from common.manifest import (
     Utterance,
     assign_ids,
     normalize_lang,
+    prepare_dump,
     read_list,
     read_manifest,
     scan_tree,
@@ -147,7 +148,10 @@ def _previous_sources(manifest: Path) -> dict[str, str]:
 
 
 def main(args: argparse.Namespace) -> None:
-    dump = Path(args.dump)
+    try:
+        dump = prepare_dump(args.dump, STAGE)  # writable, temp files of killed writers removed
+    except ManifestError as err:
+        raise SystemExit(f"{STAGE}: {err}") from None
     if args.root and dump.resolve().is_relative_to(Path(args.root).resolve()):
         raise SystemExit(f"{STAGE}: --dump {dump} is inside the dataset folder --root {args.root}; put it elsewhere")
     if not 0 <= args.min_seconds < args.max_seconds:
@@ -161,8 +165,7 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(f"{STAGE}: {err}") from None
     wav_dir = dump / WAV_DIR
     wav_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (wav_dir, dump):  # temp files of killed writers (wavs, tables)
-        remove_stale_temps(folder, report=lambda line: print(f"{STAGE}: {line}"))
+    remove_stale_temps(wav_dir, report=lambda line: print(f"{STAGE}: {line}"))
     vet_items(dataset.items)  # names, paths, transcripts, duplicates: common/ingest.py
     assign_ids(dataset.items)
     previous = {} if args.overwrite else _previous_sources(dump / MANIFEST_NAME)

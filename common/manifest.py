@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.fileio import atomic_write_text
+from common.fileio import OutputPathError, atomic_write_text, check_output_path, remove_stale_temps
 
 WAV_DIR = "wav32k"  # dump/wav32k/<id>.wav: mono 32 kHz 16-bit
 SSL_DIR = "ssl"  # dump/ssl/<id>.pt: fp16 [ssl_dim, n_frames] HuBERT features
@@ -87,6 +87,20 @@ def sanitize_id(name: str) -> str:
     if not out or out[0] in ".-":
         out = "_" + out
     return out
+
+
+def prepare_dump(dump: str | Path, stage: str) -> Path:
+    """The dump directory of a stage that writes into it, checked before any work.
+
+    Raises ``ManifestError`` naming it when it cannot be written (under a regular file, read-only);
+    removes the temp files of killed writers in it, saying how many in one line.
+    """
+    try:
+        path = check_output_path(dump, directory=True, what="--dump")
+    except OutputPathError as err:
+        raise ManifestError(str(err)) from None
+    remove_stale_temps(path, report=lambda line: print(f"{stage}: {line}"))
+    return path
 
 
 # ----------------------------------------------------------------------------- tables

@@ -398,6 +398,16 @@ def _resample_limits(tmp: Path) -> Setup:
     return Setup([*s.argv, "--min-seconds", "5", "--max-seconds", "1"], s.dump, "--min-seconds")
 
 
+def _dump_under_a_file(setup: Callable[[Path], Setup]) -> Callable[[Path], Setup]:
+    """``setup``'s command line with ``--dump`` pointing below a regular file."""
+    def wrapped(tmp: Path) -> Setup:
+        s = setup(tmp)
+        (tmp / "afile").write_text("not a folder\n", encoding="utf-8")
+        argv = [tmp / "afile" / "dump" if a == s.dump else a for a in s.argv]
+        return Setup(argv, s.dump, str(tmp / "afile"))
+    return wrapped
+
+
 # gen_phonemes.py
 
 
@@ -558,6 +568,8 @@ CASES: list[tuple[str, str, Callable[[Path], Setup], Error | Skip | Noted]] = [
      _list(["wavs/ok.wav|spk\u2028b|zh|你好。"], "data.list:2"), Skip("resample", "bad speaker name")),
     ("speaker folder with a tab", "resample", _tree(_speaker_folder("x\ty")), Skip("resample", "bad speaker name")),
     ("--min-seconds above --max-seconds", "resample", _resample_limits, Error("need 0 <= --min-seconds")),
+    ("--dump below a regular file", "resample", _dump_under_a_file(lambda tmp: resample_list(tmp, [], "")),
+     Error("--dump .*is a file, not a directory")),
     # gen_phonemes.py
     ("manifest with a repeated id", "gen_phonemes",
      lambda tmp: phonemes_dump(tmp, _manifest_line("spk_1\tspk\tzh\t你好\t1.0\t/s/x.wav\n")),
@@ -571,6 +583,8 @@ CASES: list[tuple[str, str, Callable[[Path], Setup], Error | Skip | Noted]] = [
      lambda tmp: phonemes_dump(tmp, _previous_phonemes), Error(":2: word2ph sums to 3 but there are 2 phones")),
     ("transcript of only '@' signs", "gen_phonemes", lambda tmp: phonemes_dump(tmp, _phonemes_transcript("@@")),
      Skip("gen_phonemes", "text:")),
+    ("--dump below a regular file", "gen_phonemes", _dump_under_a_file(lambda tmp: phonemes_dump(tmp, lambda d: "")),
+     Error("--dump .*is a file, not a directory")),
     # gen_filelist_s2.py
     ("features file that is not a tensor", "gen_filelist_s2",
      s2_lists(_ssl(lambda p: p.write_bytes(b"garbage"))), Skip("filelist_s2", "unreadable ssl")),

@@ -167,7 +167,7 @@ class GSS2Step:
         loss_gen_all.backward()
         commons.clip_grad_value_(self.net_g.parameters(), None)
         self.optim_g.step()
-        return float(loss_gen_all)
+        return float(loss_gen_all.detach())
 
 
 def part_s2(gs: gsr.GS, args: argparse.Namespace) -> dict:

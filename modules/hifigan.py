@@ -198,9 +198,17 @@ class MultiPeriodDiscriminator(nn.Module):
         self.discriminators = nn.ModuleList(discs)
 
     def forward(self, y: Tensor, y_hat: Tensor) -> DiscriminatorOutput:
-        """y, y_hat: [B, 1, N] real and generated waveforms (run as one batch of 2B)."""
+        """y, y_hat: [B, 1, N] real and generated waveforms, run as one batch of 2B; except when only the
+        generated half can need gradients (the generator's step: ``y`` has none and every parameter is
+        frozen): then the real half runs apart without a graph, so that backward covers B items, not 2B."""
         if y.shape != y_hat.shape:
             raise ValueError(f"real {tuple(y.shape)} and generated {tuple(y_hat.shape)} waveforms differ in shape")
+        if torch.is_grad_enabled() and not y.requires_grad and not any(p.requires_grad for p in self.parameters()):
+            with torch.no_grad():
+                real = [disc(y) for disc in self.discriminators]
+            fake = [disc(y_hat.to(y.dtype)) for disc in self.discriminators]
+            return DiscriminatorOutput([r[0] for r in real], [f[0] for f in fake], [r[1] for r in real],
+                                       [f[1] for f in fake])
         b = y.size(0)
         both = torch.cat([y, y_hat.to(y.dtype)], dim=0)
         out = DiscriminatorOutput([], [], [], [])

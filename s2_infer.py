@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace, seed: int, file_batch_size: int | None) -> DecodeOptions:
     """Decode options: ``--batch-size``, else the tokens file's (as tts.py would have used), else the default."""
     return DecodeOptions(seed=seed, noise_scale=args.noise_scale, pause_seconds=args.pause,
-                         batch_size=args.batch_size or file_batch_size or DEFAULT_BATCH_SIZE)
+                         batch_size=args.batch_size or file_batch_size or DEFAULT_BATCH_SIZE,
+                         precision=args.s2_precision)
 
 
 def _output_paths(args: argparse.Namespace) -> list[Path]:

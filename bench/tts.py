@@ -4,6 +4,7 @@
     python -m bench.tts --threads 2 --repeats 2
     python -m bench.tts --device cuda
     python -m bench.tts --bert                 # GPT-SoVITS v1 shapes: 24-layer S1 with BERT features of real text
+    python -m bench.tts --weights int8 --s2-precision auto   # the fast CPU formats (tts.py has the same flags)
 
 Full-size models (configs/s1.json: 12 layers; configs/s2.json), random weights, loaded into
 the inference classes the scripts use (S2 weight norm folded, eval, ``torch.inference_mode``).
@@ -29,6 +30,8 @@ Prints one JSON object:
   through the text frontend) whose BERT features are computed inside ``TTSEngine.generate``
   (so ``s1_s``, ``total_s`` and ``rtf`` include them); ``e2e.bert_s`` times the feature pass alone.
   The prompt transcript's features are made once per reference, like its tokens.
+- ``--weights`` (S1 decoding weights, ``s1.weights``) and ``--s2-precision`` (the S2 generator in bf16,
+  ``infer.decoder``) as in tts.py; ``s1_weights_info`` says which kernel was measured fastest.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import torch
 
 from bench.s2 import bench_decode, matmul_peak_gflops, synthetic_wav, timed
 from common.config import S1Config, S2Config, load_config
-from infer.decoder import DecodeOptions, decode_tokens_file
+from infer.decoder import PRECISIONS, DecodeOptions, decode_tokens_file, generator_dtype, uses_bf16
 from infer.engine import GenerationOptions, Prompt, TTSEngine
 from infer.loading import LoadedS1, LoadedS2
 from infer.reference import ReferenceAudio, prompt_tokens, reference_spectrogram
@@ -52,6 +55,7 @@ from modules.bert import LoadedBert
 from modules.ssl import SSLModel
 from s1.model import build_model
 from s1.sampling import PRESETS
+from s1.weights import WEIGHT_FORMATS, use_weight_format
 from s2.model import build_generator
 from text.symbols import SYMBOLS
 
@@ -102,7 +106,7 @@ def build_engine(s1_config: Path, s2_config: Path, device: torch.device, with_hu
 
 
 def bench_e2e(engine: TTSEngine, seconds: float, n_phones: int, prompt_phones: int, n_prompt: int,
-              ref_seconds: float, repeats: int) -> dict:
+              ref_seconds: float, repeats: int, s2_precision: str = "fp32") -> dict:
     s2, device = engine.s2, engine.s2.device
     g = torch.Generator().manual_seed(0)
     n_tokens = round(seconds * s2.token_rate)
@@ -124,7 +128,7 @@ def bench_e2e(engine: TTSEngine, seconds: float, n_phones: int, prompt_phones: i
     ref = ReferenceAudio(path=Path("synthetic"), wav=wav, sample_rate=s2.sample_rate, start=0, end=len(wav),
                          total_seconds=ref_seconds, style_only=False)
     spec = reference_spectrogram(wav, s2)
-    dec = DecodeOptions(seed=0)
+    dec = DecodeOptions(seed=0, precision=s2_precision)
 
     def s1_run():
         return engine.generate([piece], prompt, opts)
@@ -164,16 +168,20 @@ def main(args: argparse.Namespace) -> None:
     logging.getLogger("infer").setLevel(logging.ERROR)  # "reached its cap" is the point here, not a warning
     device = torch.device(args.device)
     out: dict = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                 "s1_config": args.s1_config, "s2_config": args.s2_config, "dtype": "fp32"}
+                 "s1_config": args.s1_config, "s2_config": args.s2_config, "dtype": "fp32",
+                 "s1_weights": args.weights, "s2_precision": args.s2_precision,
+                 "s2_bf16": uses_bf16(args.s2_precision, device)}
     peak = matmul_peak_gflops(device)
-    decode, _ = bench_decode(Path(args.s2_config), device, args.seconds, 3.0, args.n_phones, args.repeats)
+    decode, _ = bench_decode(Path(args.s2_config), device, args.seconds, 3.0, args.n_phones, args.repeats,
+                             dtype=generator_dtype(args.s2_precision, device))
     s1_config = args.s1_config or str(ROOT / "configs" / ("gsv1" if args.bert else "") / "s1.json")
     out["s1_config"] = s1_config
     with tempfile.TemporaryDirectory() as work:
         bert = random_bert_large(device, [BERT_TEXT, BERT_PROMPT_TEXT], Path(work)) if args.bert else None
     engine = build_engine(Path(s1_config), Path(args.s2_config), device, not args.no_reference, bert)
+    out["s1_weights_info"] = vars(use_weight_format(engine.s1.model, args.weights))
     e2e = bench_e2e(engine, args.seconds, args.n_phones, args.prompt_phones, args.prompt_tokens, args.ref_seconds,
-                    args.repeats)
+                    args.repeats, args.s2_precision)
     peak = max(peak, matmul_peak_gflops(device))
     decode["decode_gflop_s"] = decode["decode_gflop"] / decode["wall_s"]
     decode["decode_fraction_of_peak"] = decode["decode_gflop_s"] / peak
@@ -198,6 +206,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ref-seconds", type=float, default=3.0, help="reference length for reference_s (default: 3)")
     p.add_argument("--no-reference", action="store_true", help="skip the HuBERT reference timing")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each part, the best is kept (default: 3)")
+    p.add_argument("--weights", default="fp32", choices=WEIGHT_FORMATS,
+                   help="S1 decoding weights (s1.weights; as tts.py --weights, default: fp32)")
+    p.add_argument("--s2-precision", default="fp32", choices=PRECISIONS,
+                   help="S2 decoding precision (as tts.py --s2-precision: fp32, bf16, auto; default: fp32)")
     return p.parse_args(argv)
 
 

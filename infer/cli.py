@@ -20,7 +20,7 @@ from common.checkpoint import CheckpointError
 from common.config import ConfigError, S1InferenceConfig
 from common.fileio import OutputPathError, check_output_path, remove_stale_temps
 from common.script import INTERRUPTED, MAX_SEED, RANDOM_SEED, exit_on_interrupt, finite_float, random_seed
-from infer.decoder import DEFAULT_BATCH_SIZE, DEFAULT_NOISE_SCALE, DEFAULT_PAUSE_SECONDS, DecodeOptions
+from infer.decoder import DEFAULT_BATCH_SIZE, DEFAULT_NOISE_SCALE, DEFAULT_PAUSE_SECONDS, PRECISIONS, DecodeOptions
 from infer.engine import GenerationOptions, Prompt, TTSEngine, sampling_params
 from infer.errors import InferenceError
 from infer.reference import ReferenceAudio, ReferenceOptions, load_reference, reference_meta
@@ -30,6 +30,7 @@ from infer.tokens_file import TokensFile
 from modules.bert import BertError
 from modules.ssl import SSLError
 from s1.sampling import PRESETS
+from s1.weights import WEIGHT_FORMATS, use_weight_format
 from text.errors import MissingDependencyError, TextFrontendError
 
 log = logging.getLogger("infer")
@@ -140,6 +141,9 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bert-model", default=None,
                    help="BERT (masked-LM) folder or hub id, for S1 models with BERT features (default: "
                         "data.bert_model of the S1 checkpoint's config)")
+    g.add_argument("--weights", choices=WEIGHT_FORMATS, default="fp32",
+                   help="S1 decoding weights on CPU: fp32 (default), bf16 (fast on CPUs with AVX-512 BF16/AMX) or "
+                        "int8 (weight-only); bf16/int8 sample nearly but not exactly the fp32 tokens")
 
 
 def add_text_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -199,6 +203,9 @@ def add_decode_args(p: argparse.ArgumentParser, seed_help: str) -> None:
                    help=f"seconds of silence between pieces (default: {DEFAULT_PAUSE_SECONDS})")
     g.add_argument("--sample-rate", type=int, default=None,
                    help="sample rate of the output wav (default: the S2 rate, 32000)")
+    g.add_argument("--s2-precision", choices=PRECISIONS, default="fp32",
+                   help="S2 decoding: fp32 (default), bf16 autocast, or auto (bf16 on CPUs with native bf16 and "
+                        "CUDA); bf16 audio differs from fp32 by rounding (bench/s2.py reports the SNR)")
 
 
 # ----------------------------------------------------------------------------- options from args
@@ -240,7 +247,7 @@ def generation_options(args: argparse.Namespace, defaults: S1InferenceConfig) ->
 
 def decode_options(args: argparse.Namespace, seed: int) -> DecodeOptions:
     return DecodeOptions(seed=seed, noise_scale=args.noise_scale, batch_size=args.batch_size,
-                         pause_seconds=args.pause)
+                         pause_seconds=args.pause, precision=args.s2_precision)
 
 
 def check_reference_file(path: str | Path) -> None:
@@ -274,6 +281,12 @@ def prepare(args: argparse.Namespace) -> Prepared:
     ref_opts = reference_options(args)
     check_reference_file(args.ref)
     engine = TTSEngine.load(args.s1_ckpt, args.s2_ckpt, args.device, args.ssl_model, args.bert_model)
+    if args.weights != "fp32":
+        try:
+            info = use_weight_format(engine.s1.model, args.weights)
+        except ValueError as err:
+            raise InferenceError(f"--weights {args.weights}: {err}") from None
+        log.info("S1 decoding weights: %s (%.1f MB per step)", info.weight_format, info.transformer_weight_mb)
     ref = load_reference(args.ref, engine.s2.sample_rate, ref_opts)
     gen_opts = generation_options(args, engine.s1.cfg.inference)
     if gen_opts.rules != "ours":

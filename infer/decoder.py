@@ -9,6 +9,13 @@ generator zeroes the padding before every convolution, so a piece gives the same
 + s2_infer.py rely on this). ``join_pieces`` puts
 ``pause_seconds`` of silence between pieces and divides by the peak only if it exceeds 1.
 Resynthesis (s2_infer.py --resynth) gets its tokens from ``infer.reference.audio_tokens``.
+
+``DecodeOptions.precision``: ``fp32`` (default), ``bf16`` (the HiFi-GAN generator, ~95 % of the
+decode's work, under bf16 autocast; encoders, flow and the output in fp32) or ``auto`` (bf16 on a
+CPU that multiplies bf16 natively, ``common.cpu.cpu_bf16_native``, and on CUDA with bf16;
+fp32 elsewhere). bf16 is about 1.5-2x faster on such CPUs; its waveform differs from fp32's
+by rounding (``bench/s2.py`` and ``bench/gsv1_compare.py`` report the SNR against fp32), and
+a piece is then equal alone and in a batch only up to that rounding.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch
 from torch import Tensor
 
 from common.audio import resample
+from common.cpu import cpu_bf16_native
 from infer.errors import GenerationError, InferenceError
 from infer.loading import LoadedS2
 from infer.tokens_file import TokensFile
@@ -30,6 +38,7 @@ DEFAULT_NOISE_SCALE = 0.5
 DEFAULT_PAUSE_SECONDS = 0.3
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_BATCH_TOKENS = 2000  # padded tokens per S2 batch: 80 s of audio at 25 Hz
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -39,8 +48,11 @@ class DecodeOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     pause_seconds: float = DEFAULT_PAUSE_SECONDS
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    precision: str = "fp32"  # S2 decode: fp32, bf16 or auto (see the module docstring)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InferenceError(f"--s2-precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.batch_size < 1:
             raise InferenceError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.max_batch_tokens < 1:
@@ -49,6 +61,20 @@ class DecodeOptions:
             raise InferenceError(f"--noise-scale must be >= 0, got {self.noise_scale}")
         if self.pause_seconds < 0:
             raise InferenceError(f"--pause must be >= 0 seconds, got {self.pause_seconds}")
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether S2 decodes in bf16 for this ``precision`` (see the module docstring) on ``device``."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return device.type == "cpu" and cpu_bf16_native()
+    return precision == "bf16"
+
+
+def generator_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The ``dec_dtype`` of ``SynthesizerTrn.decode`` for this ``precision``: bf16 or None (fp32)."""
+    return torch.bfloat16 if uses_bf16(precision, device) else None
 
 
 def _pad(seqs: Sequence[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -112,7 +138,8 @@ def decode_pieces(s2: LoadedS2, tokens: Sequence[Tensor], phones: Sequence[Tenso
         noise = batch_noise([opts.seed + start + b for b in range(codes.size(0))],
                             (code_lengths * fpt).tolist(), s2.generator.enc_p.out_channels, codes.size(1) * fpt)
         wav = s2.generator.decode(codes, text, text_lengths, spec, noise_scale=opts.noise_scale,
-                                  code_lengths=code_lengths, noise=noise.to(device))  # [B, 1, N * spt]
+                                  code_lengths=code_lengths, noise=noise.to(device),
+                                  dec_dtype=generator_dtype(opts.precision, device))  # [B, 1, N * spt]
         wav = wav[:, 0].float().cpu()
         for b, n in enumerate(code_lengths.tolist()):
             piece = wav[b, : n * s2.samples_per_token].numpy()

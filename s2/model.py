@@ -191,7 +191,8 @@ class SynthesizerTrn(nn.Module):
     @torch.no_grad()
     def decode(self, codes: Tensor, text: Tensor, text_lengths: Tensor, refer_spec: Tensor | None,
                refer_lengths: Tensor | None = None, noise_scale: float = 0.5, code_lengths: Tensor | None = None,
-               generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+               generator: torch.Generator | None = None, noise: Tensor | None = None,
+               dec_dtype: torch.dtype | None = None) -> Tensor:
         """Synthesize from semantic tokens (call ``eval()`` first).
 
         codes: [B, N] tokens; text: [B, L] phoneme ids; text_lengths: [B]; refer_spec: [B, F, T_ref]
@@ -199,7 +200,9 @@ class SynthesizerTrn(nn.Module):
         is computed once), or None (no style); refer_lengths: [B] or None (all frames real);
         code_lengths: [B] or None (all N real); noise: [B, inter, N · frames_per_token] standard
         normal prior noise (e.g. ``s2.noise.batch_noise``), else drawn with ``generator``.
-        Returns wav [B, 1, N · frames_per_token · hop], zero after each item's length.
+        dec_dtype: run the HiFi-GAN generator under autocast to this dtype (e.g. ``torch.bfloat16``,
+        ~1.8x faster on CPUs with native bf16; the encoders, flow and the output stay fp32) or None.
+        Returns wav [B, 1, N · frames_per_token · hop] (fp32), zero after each item's length.
 
         Rows are independent: padding is zeroed before every convolution of the generator, so a
         row decoded in a padded batch gives, up to float rounding, the samples it gives alone
@@ -209,7 +212,8 @@ class SynthesizerTrn(nn.Module):
         z, y_mask = self.prior_latent(codes, text, text_lengths, ge, noise_scale, code_lengths, generator, noise)
         frame_lengths = y_mask.sum(dim=(1, 2)).long()  # [B]
         padded = bool((frame_lengths < z.size(2)).any())
-        wav = self.dec(z, g=ge, x_mask=y_mask if padded else None)  # [B, 1, T · hop]
+        with torch.autocast(z.device.type, dtype=dec_dtype or torch.bfloat16, enabled=dec_dtype is not None):
+            wav = self.dec(z, g=ge, x_mask=y_mask if padded else None).float()  # [B, 1, T · hop]
         sample_mask = frame_mask(frame_lengths * self.hop_length, wav.size(2), wav.dtype)
         return wav * sample_mask
 

@@ -87,6 +87,24 @@ def test_tts_mixed_text_any_output_rate(runs: TinyRuns, tmp_path: Path, capsys: 
     assert 4 * 11 / 25 + 3 * 0.3 <= seconds <= 60
 
 
+def test_fast_cpu_formats(runs: TinyRuns, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--weights (S1 decoding weights, s1/weights.py) and --s2-precision (infer/decoder.py) reach the models."""
+    plain, fast = tmp_path / "fp32.wav", tmp_path / "fast.wav"
+    text = "今天天气很好！"
+    assert tts.cli(_args(runs, plain, s1=runs.s1_const, text=text, seed="1")) == 0
+    capsys.readouterr()
+    assert tts.cli(_args(runs, fast, s1=runs.s1_const, text=text, seed="1", weights="int8", s2_precision="bf16")) == 0
+    assert "S1 decoding weights: int8" in capsys.readouterr().err
+    a, _ = sf.read(plain, dtype="float32")
+    b, _ = sf.read(fast, dtype="float32")
+    assert len(a) == len(b) > 0 and np.isfinite(b).all()  # the rigged S1 makes the same tokens in every format
+    assert not np.array_equal(a, b)  # but S2 really ran in bf16
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        tts.cli(_args(runs, tmp_path / "x.wav", text=text, weights="fp8"))
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
 def test_errors_exit_cleanly_subprocess(runs: TinyRuns, tmp_path: Path) -> None:
     argv = [sys.executable, str(REPO / "tts.py"), *_args(runs, tmp_path / "x.wav", text="。，！")]
     r = subprocess.run(argv, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)

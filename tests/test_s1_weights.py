@@ -18,16 +18,9 @@ from s1.weights import (
     teacher_forced_logits,
     use_weight_format,
 )
+from tests.test_s1_generate import _one_thread  # noqa: F401  (autouse fixture)
 
 CODEBOOK = 64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_model(seed: int = 0) -> Text2Semantic:

@@ -111,9 +111,10 @@ class Board:
 
             from common.checkpoint import latest_checkpoint
 
-            # resumed: hide the events a killed run logged after the checkpoint it is resumed from
+            # resumed: hide the events a killed run logged after the checkpoint it is resumed from (those
+            # of the checkpoint's own step were logged before it was saved, and stay)
             latest = latest_checkpoint(run_dir)
-            purge = _step_of(latest) if latest is not None else None
+            purge = _step_of(latest) + 1 if latest is not None else None
             self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge)
 
     def scalars(self, values: dict[str, float], step: int) -> None:

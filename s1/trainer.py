@@ -72,16 +72,7 @@ from torch.utils.data import DataLoader
 
 from common.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from common.config import ConfigError, S1Config, S1TrainConfig, from_dict, to_dict
-from common.dist import (
-    DistInfo,
-    all_gather_objects,
-    all_reduce_sum_,
-    as_dist_error,
-    barrier,
-    cleanup_dist,
-    exit_on_comm_failure,
-    setup_dist,
-)
+from common.dist import DistInfo, all_gather_objects, all_reduce_sum_, barrier, distributed_stage
 from common.optim import adamw
 from common.training import (
     Board,
@@ -417,13 +408,7 @@ class S1Trainer:
 
 
 def run(args: argparse.Namespace) -> None:
-    info = setup_dist(timeout_s=args.dist_timeout, device=args.device)
-    try:
+    """Train under ``distributed_stage``: a dead or hung rank is one line, the process group is always torn down."""
+    with distributed_stage("train_s1.py", args.device, timeout_s=args.dist_timeout) as info:
         S1Trainer(args, info).fit()
         barrier()  # ranks leave together: gloo can abort a rank that tears down while its peer still works
-    except RuntimeError as err:  # a dead or hung rank (DistError, or gloo/NCCL errors raised inside DDP's backward)
-        if (failure := as_dist_error(err)) is None:
-            raise
-        exit_on_comm_failure("train_s1.py", failure)
-    finally:
-        cleanup_dist()

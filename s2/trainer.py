@@ -52,16 +52,7 @@ from common.checkpoint import (
     save_checkpoint,
 )
 from common.config import ConfigError, S2Config, from_dict, to_dict
-from common.dist import (
-    DistInfo,
-    all_gather_objects,
-    all_reduce_sum_,
-    as_dist_error,
-    barrier,
-    cleanup_dist,
-    exit_on_comm_failure,
-    setup_dist,
-)
+from common.dist import DistInfo, all_gather_objects, all_reduce_sum_, barrier, distributed_stage
 from common.gsv1.files import ENC_Q
 from common.learning import envelope_correlation, mean, s2_resynthesis
 from common.manifest import S2_TRAIN_LIST, S2_VAL_LIST, ManifestError
@@ -470,15 +461,10 @@ class S2Trainer:
 
 
 def run(args: argparse.Namespace) -> None:
-    info = setup_dist(timeout_s=args.dist_timeout, device=args.device)
-    try:
-        S2Trainer(args, info).fit()
-        barrier()  # ranks leave together: gloo can abort a rank that tears down while its peer still works
-    except (ConfigError, CheckpointError, ManifestError, S2DataError, TrainingError, OSError) as err:
-        raise SystemExit(f"train_s2: {err}") from None
-    except RuntimeError as err:  # a dead or hung rank (DistError, or gloo/NCCL errors raised inside DDP's backward)
-        if (failure := as_dist_error(err)) is None:
-            raise
-        exit_on_comm_failure("train_s2", failure)
-    finally:
-        cleanup_dist()
+    """Train under ``distributed_stage``: a dead or hung rank is one line, the process group is always torn down."""
+    with distributed_stage("train_s2", args.device, timeout_s=args.dist_timeout) as info:
+        try:
+            S2Trainer(args, info).fit()
+            barrier()  # ranks leave together: gloo can abort a rank that tears down while its peer still works
+        except (ConfigError, CheckpointError, ManifestError, S2DataError, TrainingError, OSError) as err:
+            raise SystemExit(f"train_s2: {err}") from None

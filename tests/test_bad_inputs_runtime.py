@@ -314,7 +314,7 @@ def test_device_cuda_without_cuda_is_one_line(tmp_path: Path) -> None:
         pytest.skip("this machine has CUDA")
     c = Ctx(None, tmp_path)  # type: ignore[arg-type]
     line = one_error_line(shell("train_s2.py", *c.train("--device", "cuda", config=TINY_S2)), 1)
-    assert line.startswith("train_s2.py: --device cuda: CUDA is not available on this machine")
+    assert line.startswith("train_s2: --device cuda: CUDA is not available on this machine")
     line = one_error_line(shell("extract_ssl_s2.py", "--dump", tmp_path, "--config", TINY_S2, "--device", "cuda"), 1)
     assert line.startswith("ssl: --device cuda: CUDA is not available on this machine")
 

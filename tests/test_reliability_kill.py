@@ -249,8 +249,9 @@ def test_s1_killed_before_its_first_checkpoint(s1_dump: S1Dump, tmp_path: Path) 
 # ----------------------------------------------------------------------------- extraction stages
 
 
-def test_extract_ssl_killed_midway_finishes_the_rest(s2_dump: S2Dump, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture) -> None:
+def start_ssl_extraction(s2_dump: S2Dump, tmp_path: Path, n_done: int) -> tuple[Proc, Path, list, list]:
+    """extract_ssl_s2.py on 16 items of a fresh view without features, running in the background until
+    ``n_done`` feature files exist: (process, dump, its command line, the items)."""
     dump = tmp_path / "dump"
     view = small_s2_dump(s2_dump, dump)
     (dump / "ssl").unlink()  # start without features
@@ -259,10 +260,16 @@ def test_extract_ssl_killed_midway_finishes_the_rest(s2_dump: S2Dump, tmp_path: 
     args = ["--dump", dump, "--config", view.config, "--ssl-model", view.hubert, "--device", "cpu"]
     proc = Proc("extract_ssl_s2.py", args, tmp_path / "ssl.log")
     deadline = time.monotonic() + 180
-    while len(list((dump / "ssl").glob("*.pt"))) < 4:
+    while len(list((dump / "ssl").glob("*.pt"))) < n_done:
         assert proc.proc.poll() is None, proc.output()[-3000:]
         assert time.monotonic() < deadline, "no features appeared"
         time.sleep(0.01)
+    return proc, dump, args, utts
+
+
+def test_extract_ssl_killed_midway_finishes_the_rest(s2_dump: S2Dump, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    proc, dump, args, utts = start_ssl_extraction(s2_dump, tmp_path, 4)
     proc.kill()
     done = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (dump / "ssl").glob("*.pt")}
     assert 4 <= len(done) < len(utts), "the kill did not land midway"

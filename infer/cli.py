@@ -186,6 +186,9 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
                         "1 under --rules gsv1)")
     g.add_argument("--max-tokens-per-phoneme", type=finite_float, default=None,
                    help="cap on new tokens per phoneme of a piece (default: inference.max_tokens_per_phoneme)")
+    g.add_argument("--speaker", default=None,
+                   help="speaker name, for checkpoints trained with speakers (model.n_speakers > 0); the names "
+                        "come from the training manifest (an unknown name lists the known ones)")
     g.add_argument("--no-loop-detector", action="store_true",
                    help="do not stop pieces that say the same syllable or phrase again and again (s1/loops.py; "
                         "pauses and held sounds are never stopped)")
@@ -242,7 +245,8 @@ def generation_options(args: argparse.Namespace, defaults: S1InferenceConfig) ->
         min_new_tokens=min_new if args.min_new_tokens is None else args.min_new_tokens,
         max_tokens_per_phoneme=(defaults.max_tokens_per_phoneme if args.max_tokens_per_phoneme is None
                                 else args.max_tokens_per_phoneme),
-        loop_detection=not args.no_loop_detector, batch_size=args.batch_size, rules=rules.name)
+        loop_detection=not args.no_loop_detector, batch_size=args.batch_size, rules=rules.name,
+        speaker=args.speaker)
 
 
 def decode_options(args: argparse.Namespace, seed: int) -> DecodeOptions:
@@ -289,6 +293,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
         log.info("S1 decoding weights: %s (%.1f MB per step)", info.weight_format, info.transformer_weight_mb)
     ref = load_reference(args.ref, engine.s2.sample_rate, ref_opts)
     gen_opts = generation_options(args, engine.s1.cfg.inference)
+    engine.speaker_rows(gen_opts.speaker)  # an unknown or missing speaker fails here, before any work
     if gen_opts.rules != "ours":
         log.info("S1 inference rules: %s (GPT-SoVITS v1: first token dropped, EOS blocked at the first step only, "
                  "v1 prompt audio); --rules ours to change", gen_opts.rules)

@@ -21,7 +21,7 @@ a piece is then equal alone and in a batch only up to that rounding.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from torch import Tensor
 from common.audio import resample
 from common.cpu import cpu_bf16_native
 from infer.errors import GenerationError, InferenceError
-from infer.loading import LoadedS2
+from infer.loading import LoadedS2, speaker_row
 from infer.tokens_file import TokensFile
 from s2.noise import batch_noise
 
@@ -48,6 +48,7 @@ class DecodeOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     pause_seconds: float = DEFAULT_PAUSE_SECONDS
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    speaker: str | None = None  # speaker name, for an S2 model with a speaker table
     precision: str = "fp32"  # S2 decode: fp32, bf16 or auto (see the module docstring)
 
     def __post_init__(self) -> None:
@@ -128,6 +129,7 @@ def decode_pieces(s2: LoadedS2, tokens: Sequence[Tensor], phones: Sequence[Tenso
     for i, (t, p) in enumerate(zip(tokens, phones)):
         _check_piece(s2, i, t, p)
     device = s2.device
+    row = speaker_row(s2, opts.speaker)
     out: list[np.ndarray] = []
     for chunk in batches([len(t) for t in tokens], opts.batch_size, opts.max_batch_tokens):
         start = chunk.start
@@ -137,8 +139,9 @@ def decode_pieces(s2: LoadedS2, tokens: Sequence[Tensor], phones: Sequence[Tenso
         fpt = s2.generator.frames_per_token
         noise = batch_noise([opts.seed + start + b for b in range(codes.size(0))],
                             (code_lengths * fpt).tolist(), s2.generator.enc_p.out_channels, codes.size(1) * fpt)
+        speakers = None if row is None else torch.full((codes.size(0),), row, device=device)
         wav = s2.generator.decode(codes, text, text_lengths, spec, noise_scale=opts.noise_scale,
-                                  code_lengths=code_lengths, noise=noise.to(device),
+                                  code_lengths=code_lengths, noise=noise.to(device), speakers=speakers,
                                   dec_dtype=generator_dtype(opts.precision, device))  # [B, 1, N * spt]
         wav = wav[:, 0].float().cpu()
         for b, n in enumerate(code_lengths.tolist()):
@@ -176,12 +179,15 @@ def to_sample_rate(wav: np.ndarray, sample_rate: int, out_rate: int | None) -> n
 
 
 def decode_tokens_file(s2: LoadedS2, tf: TokensFile, ref_spec: Tensor | None, opts: DecodeOptions) -> np.ndarray:
-    """All pieces of ``tf`` decoded (batched) and joined: float32 [N] at the S2 rate."""
+    """All pieces of ``tf`` decoded (batched) and joined: float32 [N] at the S2 rate (as the speaker that
+    ``tf.meta["speaker"]`` names, unless ``opts.speaker`` names one)."""
     if "codebook_size" in tf.meta and int(tf.meta["codebook_size"]) != s2.codebook_size:
         raise InferenceError(f"the tokens come from a {tf.meta['codebook_size']}-code codebook but {s2.path} has "
                              f"{s2.codebook_size} codes")
     tokens = [torch.from_numpy(t) for t in tf.tokens]
     phones = [torch.from_numpy(p) for p in tf.phones]
+    if opts.speaker is None and tf.meta.get("speaker") is not None:
+        opts = replace(opts, speaker=str(tf.meta["speaker"]))
     wavs = decode_pieces(s2, tokens, phones, ref_spec, opts)
     return join_pieces(wavs, s2.sample_rate, opts.pause_seconds)
 

@@ -32,7 +32,7 @@ from torch import Tensor
 from common.config import S1InferenceConfig
 from infer.decoder import DecodeOptions
 from infer.errors import GenerationError, InferenceError
-from infer.loading import LoadedS1, LoadedS2, check_pair, load_s1, load_s2, pick_device
+from infer.loading import LoadedS1, LoadedS2, check_pair, load_s1, load_s2, pick_device, speaker_row
 from infer.reference import ReferenceAudio, ReferenceOptions, prompt_tokens
 from infer.rules import get_rules, gsv1_prompt_tokens, librosa_style_load
 from infer.stream import PieceStreamer, StreamOptions
@@ -76,6 +76,7 @@ class GenerationOptions:
     loop_detection: bool = True
     batch_size: int = 16
     rules: str = "ours"
+    speaker: str | None = None  # speaker name (tts.py --speaker), for models with a speaker table
 
     def __post_init__(self) -> None:
         get_rules(self.rules)
@@ -125,6 +126,15 @@ class TTSEngine:
         ssl = load_ssl_model(ssl_model or s2.cfg.data.ssl_model, dev)
         bert = load_bert_model(bert_model or s1.cfg.data.bert_model, dev) if s1.cfg.model.bert_dim > 0 else None
         return cls(s1, s2, ssl, bert)
+
+    def speaker_rows(self, name: str | None) -> tuple[int | None, int | None]:
+        """(S1 row, S2 row) of speaker ``name``; ``InferenceError`` (one line, listing the known speakers) for
+        an unknown name, a missing name when a model has speakers, or a name when neither has any."""
+        rows = speaker_row(self.s1, name), speaker_row(self.s2, name)
+        if name is not None and rows == (None, None):
+            raise InferenceError(f"--speaker {name!r} given, but neither {self.s1.path} nor {self.s2.path} was "
+                                 "trained with speakers (model.n_speakers = 0)")
+        return rows
 
     def bert_features(self, pieces: list[TextPiece]) -> list[Tensor] | None:
         """BERT features ``[bert_dim, L_i]`` of each piece (batched), or None for an S1 model without them."""
@@ -195,7 +205,7 @@ class TTSEngine:
             "batch_size": opts.batch_size, "rules": opts.rules, "token_rate": rate,
             "codebook_size": self.s2.codebook_size,
             "sample_rate": self.s2.sample_rate, "prompt_text": prompt.text, "prompt_tokens": int(prompt.tokens.numel()),
-            "pieces": [p.text for p in pieces], "stop_reasons": reasons,
+            "pieces": [p.text for p in pieces], "stop_reasons": reasons, "speaker": opts.speaker,
         }
         return TokensFile(tokens=[t.numpy() for t in tokens], phones=[np.array(p.ids, dtype=np.int64) for p in pieces],
                           meta=meta)
@@ -205,12 +215,14 @@ class TTSEngine:
         """S1 generation of ``chunk`` (pieces ``start``, ``start + 1``, ... ; piece ``i`` samples with seed
         ``opts.seed + i``), step by step (``s1.generate.generate_steps``)."""
         phones = [torch.tensor(prompt.phone_ids + p.ids, dtype=torch.long) for p in chunk]
+        row = self.speaker_rows(opts.speaker)[0]
         return generate_steps(
             self.s1.model, phones, [prompt.tokens] * len(chunk), opts.sampling, bert=self._bert_rows(prompt, chunk),
             max_new_tokens=caps, max_tokens_per_phoneme=None, min_new_tokens=opts.min_new_tokens,
             seed=[opts.seed + start + i for i in range(len(chunk))],
             loop_detector=LoopDetector() if opts.loop_detection else None,
-            drop_first_token=get_rules(opts.rules).drop_first_token)
+            drop_first_token=get_rules(opts.rules).drop_first_token,
+            speakers=None if row is None else torch.full((len(chunk),), row, device=self.s1.device))
 
     def _report_piece(self, i: int, pieces: list[TextPiece], tokens: Tensor, reason: str, cap: int) -> None:
         """Log piece ``i``'s outcome; an empty piece is a ``GenerationError``."""
@@ -238,7 +250,9 @@ class TTSEngine:
         if not pieces:
             raise InferenceError("no text pieces to synthesize")
         stream = stream or StreamOptions()
-        ge = None if ref_spec is None else self.s2.generator.style(ref_spec.to(self.s2.device))
+        row = self.speaker_rows(opts.speaker)[1]
+        speakers = None if row is None else torch.tensor([row], device=self.s2.device)
+        ge = self.s2.generator.style(None if ref_spec is None else ref_spec.to(self.s2.device), None, speakers)
         caps = opts.caps(pieces)
         pause = np.zeros(int(round(decode.pause_seconds * self.s2.sample_rate)), dtype=np.float32)
         for i, piece in enumerate(pieces):

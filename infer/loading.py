@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from common import speakers as spk
 from common.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state
 from common.config import S1Config, S2Config, from_dict
 from common.dist import DeviceError
@@ -57,6 +58,7 @@ class LoadedS2:
     path: Path  # the checkpoint file
     step: int
     device: torch.device
+    speakers: spk.SpeakerTable | None = None  # the run's speaker table (models with n_speakers > 0)
 
     @property
     def sample_rate(self) -> int:
@@ -95,6 +97,7 @@ class LoadedS1:
     step: int
     semantic: dict | None  # asdict(SemanticMeta) stored by the trainer, None in foreign checkpoints
     device: torch.device
+    speakers: spk.SpeakerTable | None = None  # the run's speaker table (models with n_speakers > 0)
 
 
 def _load(path: str | Path, stage: str) -> Checkpoint:
@@ -120,7 +123,8 @@ def load_s2(path: str | Path, device: torch.device) -> LoadedS2:
     load_model_state(generator, state, ckpt.path, optional=(ENC_Q,))  # exports carry no posterior encoder
     generator.fold_weight_norm()
     generator.to(device=device, dtype=torch.float32).eval()
-    return LoadedS2(generator=generator, cfg=cfg, path=ckpt.path, step=ckpt.step, device=device)
+    return LoadedS2(generator=generator, cfg=cfg, path=ckpt.path, step=ckpt.step, device=device,
+                    speakers=_speakers(ckpt, cfg.model.n_speakers))
 
 
 def load_s1(path: str | Path, device: torch.device) -> LoadedS1:
@@ -135,7 +139,31 @@ def load_s1(path: str | Path, device: torch.device) -> LoadedS1:
     model.to(device=device, dtype=torch.float32).eval()
     semantic = ckpt.extra.get("semantic")
     return LoadedS1(model=model, cfg=cfg, path=ckpt.path, step=ckpt.step,
-                    semantic=semantic if isinstance(semantic, dict) else None, device=device)
+                    semantic=semantic if isinstance(semantic, dict) else None, device=device,
+                    speakers=_speakers(ckpt, cfg.model.n_speakers))
+
+
+def _speakers(ckpt: Checkpoint, n_speakers: int) -> spk.SpeakerTable | None:
+    """The speaker table saved with a model that has a speaker embedding (None for one without)."""
+    if n_speakers == 0:
+        return None
+    try:
+        table = spk.SpeakerTable.from_checkpoint(ckpt.extra, ckpt.path)
+    except spk.SpeakerError as err:
+        raise InferenceError(str(err)) from None
+    if table is None:
+        raise InferenceError(f"{ckpt.path}: the model has a speaker embedding (model.n_speakers = {n_speakers}) "
+                             "but the checkpoint holds no speaker table")
+    return table
+
+
+def speaker_row(loaded: LoadedS1 | LoadedS2, name: str | None) -> int | None:
+    """The embedding row of speaker ``name`` in a loaded model (None for a model without speakers);
+    an unknown name, or no name for a model with speakers, is an ``InferenceError`` listing the known ones."""
+    try:
+        return spk.speaker_row(loaded.speakers, name, loaded.path)
+    except spk.SpeakerError as err:
+        raise InferenceError(str(err)) from None
 
 
 def check_pair(s1: LoadedS1, s2: LoadedS2) -> list[str]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from torch import Tensor
 
 from common.fileio import atomic_write_text
+from common.speakers import SpeakerTable
 from s1.data import S1DataError, S1ListRow
 
 PAUSE_PHONE = "SP"
@@ -141,3 +142,11 @@ def read_joins(path: str | Path) -> dict[str, tuple[str, ...]]:
             raise S1DataError(f"{path}:{lineno}: expected {len(JOINS_COLUMNS)} tab-separated columns with parts")
         out[cells[0]] = tuple(cells[1].split())
     return out
+
+
+def item_speakers(manifest_speakers: dict[str, str], joins: dict[str, tuple[str, ...]],
+                  table: SpeakerTable) -> dict[str, int]:
+    """``item id -> speaker row`` for utterances and joined items (a joined item: its first part's speaker)."""
+    rows = {uid: table.index(name) for uid, name in manifest_speakers.items()}
+    rows.update({uid: rows[parts[0]] for uid, parts in joins.items() if parts[0] in rows})
+    return rows

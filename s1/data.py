@@ -13,10 +13,11 @@ Files (tab-separated, UTF-8, one header line, rows sorted by id, written atomica
 ``S1Dataset`` reads a list file and validates every line (unknown phones, token ids outside
 the codebook, empty rows) with errors naming the file and line; for a model with BERT
 features (``bert_dim > 0``) it also reads ``dump/bert/<id>.pt`` (fp16 ``[bert_dim, L]``,
-extract_bert_s1.py) per item. ``collate_s1`` right-pads phonemes with 0, tokens with the EOS
-id and BERT features with zeros. ``TokenBucketSampler`` groups items of similar
-length into batches bounded by a token budget and gives every DDP rank the same number of
-batches::
+extract_bert_s1.py) per item; for a model with a speaker embedding it takes ``speakers`` (item id
+-> speaker row, ``s1.concat.item_speakers``) and gives every item its row. ``collate_s1``
+right-pads phonemes with 0, tokens with the EOS id and BERT features with zeros.
+``TokenBucketSampler`` groups items of similar length into batches bounded by a token budget
+and gives every DDP rank the same number of batches::
 
     ds = S1Dataset("dump/s1_train.tsv", load_semantic_meta("dump/semantic.json"))
     sampler = TokenBucketSampler(ds.lengths, cfg.train.max_batch_tokens, cfg.train.max_batch_size,
@@ -198,6 +199,7 @@ class S1Item:
     phones: Tensor  # [L] int64 phone ids
     tokens: Tensor  # [T] int64 semantic tokens (no EOS)
     bert: Tensor | None = None  # [bert_dim, L] fp16 BERT features, when the model takes them
+    speaker: int | None = None  # row of the speaker table, when the model takes speakers
 
 
 @dataclass
@@ -208,16 +210,21 @@ class S1Batch:
     tokens: Tensor  # [B, T] int64, right-padded with the EOS id
     token_lens: Tensor  # [B] int64
     bert: Tensor | None = None  # [B, bert_dim, L] fp16, right-padded with zeros (None: no BERT features)
+    speakers: Tensor | None = None  # [B] int64 speaker rows (None: the model takes no speakers)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> S1Batch:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
         return S1Batch(self.ids, *(t.to(device, non_blocking=non_blocking)
                                    for t in (self.phones, self.phone_lens, self.tokens, self.token_lens)),
-                       bert=None if self.bert is None else self.bert.to(device, non_blocking=non_blocking))
+                       bert=move(self.bert), speakers=move(self.speakers))
 
     def pin_memory(self) -> S1Batch:
         return S1Batch(self.ids, *(t.pin_memory() for t in (self.phones, self.phone_lens, self.tokens,
                                                              self.token_lens)),
-                       bert=None if self.bert is None else self.bert.pin_memory())
+                       bert=None if self.bert is None else self.bert.pin_memory(),
+                       speakers=None if self.speakers is None else self.speakers.pin_memory())
 
     @property
     def bert_rows(self) -> Tensor | None:
@@ -242,7 +249,8 @@ def collate_s1(items: Sequence[S1Item], eos_id: int) -> S1Batch:
         bert = torch.zeros(b, items[0].bert.shape[0], phones.shape[1], dtype=items[0].bert.dtype)
         for i, it in enumerate(items):
             bert[i, :, : it.bert.shape[1]] = it.bert
-    return S1Batch([it.id for it in items], phones, phone_lens, tokens, token_lens, bert)
+    speakers = None if items[0].speaker is None else torch.tensor([it.speaker for it in items], dtype=torch.long)
+    return S1Batch([it.id for it in items], phones, phone_lens, tokens, token_lens, bert, speakers)
 
 
 class S1Dataset(Dataset):
@@ -252,10 +260,12 @@ class S1Dataset(Dataset):
     it gives the codebook size (token ids must be below it) and the EOS padding id.
     ``bert_dim > 0``: every item also has ``<bert_dump>/bert/<id>.pt`` (``[bert_dim, L]``; a
     missing file is an error at construction, a wrong shape when the item is read).
+    ``speakers``: item id -> speaker row, for a model with a speaker embedding (an item without
+    one is an error at construction).
     """
 
     def __init__(self, list_path: str | Path, semantic_meta: SemanticMeta | str | Path, bert_dim: int = 0,
-                 bert_dump: str | Path | None = None):
+                 bert_dump: str | Path | None = None, speakers: dict[str, int] | None = None):
         self.path = Path(list_path)
         self.bert_dim = bert_dim
         self.bert_dump = Path(bert_dump) if bert_dump is not None else self.path.parent
@@ -297,6 +307,12 @@ class S1Dataset(Dataset):
                 raise S1DataError(f"{self.path}: {len(missing)} item(s) have no BERT features, e.g. "
                                   f"{bert_path(self.bert_dump, missing[0])} (run extract_bert_s1.py, then "
                                   "gen_filelist_s1.py)")
+        if speakers is not None:
+            missing = [uid for uid in self.ids if uid not in speakers]
+            if missing:
+                raise S1DataError(f"{self.path}: {len(missing)} item(s) have no speaker in the manifest, e.g. "
+                                  f"{missing[0]!r} (rerun gen_filelist_s1.py on this dump)")
+        self.speakers = speakers
         self.phone_lens = phone_lens
         self.token_lens = token_lens
         self._phones = torch.tensor(phones, dtype=torch.int32)
@@ -311,7 +327,8 @@ class S1Dataset(Dataset):
         p0, p1 = self._phone_off[index], self._phone_off[index + 1]
         t0, t1 = self._token_off[index], self._token_off[index + 1]
         return S1Item(self.ids[index], self._phones[p0:p1].long(), self._tokens[t0:t1].long(),
-                      self._bert(index, p1 - p0) if self.bert_dim > 0 else None)
+                      self._bert(index, p1 - p0) if self.bert_dim > 0 else None,
+                      None if self.speakers is None else self.speakers[self.ids[index]])
 
     def _bert(self, index: int, n_phones: int) -> Tensor:
         path = bert_path(self.bert_dump, self.ids[index])

@@ -54,6 +54,11 @@ the same stream) and the token metadata ``extra["semantic"]`` (``s1.data.Semanti
 token rate, codebook size, EOS id, the S2 checkpoint behind the tokens), which inference
 reads. The batch order depends only on ``train.seed`` and the epoch, so ``--resume`` with the
 same world size continues exactly where the saved run was.
+
+Speakers (``model.n_speakers > 0``): the speaker table is built from ``dump/manifest.tsv``
+(``common.speakers``), saved in every checkpoint (``extra["speakers"]``) and must be the same
+on ``--resume``. ``--init`` from a checkpoint without speakers (or with another table) starts
+the speaker embedding fresh and says so in one log line.
 """
 
 from __future__ import annotations
@@ -70,9 +75,11 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
+from common import speakers as spk
 from common.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from common.config import ConfigError, S1Config, S1TrainConfig, from_dict, to_dict
 from common.dist import DistInfo, all_gather_objects, all_reduce_sum_, barrier, distributed_stage
+from common.manifest import MANIFEST_NAME, ManifestError, read_manifest
 from common.optim import adamw
 from common.training import (
     Board,
@@ -85,6 +92,7 @@ from common.training import (
     seed_everything,
     setup_logging,
 )
+from s1.concat import JOINS_NAME, item_speakers, read_joins
 from s1.data import (
     S1_TRAIN_LIST,
     S1_VAL_LIST,
@@ -163,7 +171,7 @@ def accumulate_step(model: torch.nn.Module, micro: list[S1Batch], world_size: in
         with ctx:
             with autocast(precision, device):
                 out = model(batch.phones, batch.phone_lens, batch.tokens, batch.token_lens, bert=batch.bert_rows,
-                            top_k=top_k)
+                            top_k=top_k, speakers=batch.speakers)
             n_i = out.n_tokens.float()
             loss = out.loss * (n_i * world_size / n_total)
             (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -211,6 +219,7 @@ class S1Trainer:
         self.device = info.device
         self.precision = resolve_precision(tc.precision, self.device)
         seed_everything(tc.seed + info.rank)
+        self.speakers = self._speaker_table()
         self.raw = build_model(self.cfg).to(self.device)
         self.optim = make_optimizer(self.raw, tc)
         self.scaler = make_scaler(self.precision, self.device)
@@ -219,12 +228,23 @@ class S1Trainer:
             self._resume(resume_from)
         elif args.init:
             ckpt = load_checkpoint(args.init, stage="s1", symbols_md5=SYMBOLS_MD5, map_location=self.device)
-            load_model_state(self.raw, ckpt.models["model"], ckpt.path)
+            state, note = spk.init_state(ckpt.models["model"], ckpt.extra, self.speakers, ckpt.path)
+            load_model_state(self.raw, state, ckpt.path, optional=("speaker_embedding.",))
+            if note:
+                self.log.info(note)
             self.log.info(f"initialised weights from {ckpt.path} (step {ckpt.step}); optimizer and step start fresh")
         self.guard = NonFiniteGuard(tc.max_nonfinite_steps)
         self.board = Board(self.run_dir, info.is_main)
         ddp_kw = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
         self.model = DDP(self.raw, **ddp_kw) if info.world_size > 1 else self.raw
+
+    def _speaker_table(self) -> spk.SpeakerTable | None:
+        """The run's speaker table (from the manifest) when the model has a speaker embedding."""
+        try:
+            return spk.run_speaker_table(self.cfg.model.n_speakers, self.dump / MANIFEST_NAME,
+                                         self.args.config or self.run_dir / "config.json")
+        except (spk.SpeakerError, ManifestError) as err:
+            raise ConfigError(str(err)) from None
 
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, stage="s1", symbols_md5=SYMBOLS_MD5, map_location=self.device)
@@ -236,6 +256,10 @@ class S1Trainer:
             raise CheckpointError(f"{path}: this run was trained on tokens of another S2 checkpoint (sha256 "
                                   f"{saved_sha[:12]}) than the tokens now in {self.dump / SEMANTIC_JSON} "
                                   f"({self.meta.s2_sha256[:12]}); start a new run with --init to train on them")
+        try:
+            spk.check_resume(ckpt.extra, self.speakers, path, self.dump / MANIFEST_NAME)
+        except spk.SpeakerError as err:
+            raise CheckpointError(str(err)) from None
         load_model_state(self.raw, ckpt.models["model"], path)
         self.optim.load_state_dict(ckpt.optimizers["model"])
         if self.scaler is not None and ckpt.scaler:
@@ -256,11 +280,22 @@ class S1Trainer:
         if path.is_file() and not any(line.strip() for line in path.read_text(encoding="utf-8").splitlines()[1:]):
             self.log.info(f"{path} lists no items: training without validation")
             return None
-        return S1Dataset(path, self.meta, self.cfg.model.bert_dim)
+        return S1Dataset(path, self.meta, self.cfg.model.bert_dim, speakers=self._item_speakers())
+
+    def _item_speakers(self) -> dict[str, int] | None:
+        """Item id -> speaker row for the lists of this dump (None without a speaker embedding)."""
+        if self.speakers is None:
+            return None
+        try:
+            manifest = {u.id: u.speaker for u in read_manifest(self.dump / MANIFEST_NAME)}
+            return item_speakers(manifest, read_joins(self.dump / JOINS_NAME), self.speakers)
+        except (spk.SpeakerError, ManifestError) as err:
+            raise S1DataError(str(err)) from None
 
     def _loaders(self) -> tuple[DataLoader, TokenBucketSampler, S1Dataset | None]:
         tc = self.cfg.train
-        train_ds = S1Dataset(self.dump / S1_TRAIN_LIST, self.meta, self.cfg.model.bert_dim)
+        train_ds = S1Dataset(self.dump / S1_TRAIN_LIST, self.meta, self.cfg.model.bert_dim,
+                             speakers=self._item_speakers())
         val_ds = self._val_dataset()
         try:
             sampler = TokenBucketSampler(train_ds.lengths, tc.max_batch_tokens, tc.max_batch_size, shuffle=True,
@@ -312,7 +347,7 @@ class S1Trainer:
             batch = val_ds.collate(items).to(self.device)
             with autocast(self.precision, self.device):
                 out = self.raw(batch.phones, batch.phone_lens, batch.tokens, batch.token_lens, bert=batch.bert_rows,
-                               top_k=self.cfg.train.top_k_acc)
+                               top_k=self.cfg.train.top_k_acc, speakers=batch.speakers)
             n, scored = out.n_tokens.float(), batch.token_lens.sum().float()
             sums += torch.stack([out.loss.float() * n, n, out.acc.float() * scored, out.topk_acc.float() * scored,
                                  scored])
@@ -332,7 +367,7 @@ class S1Trainer:
                           optimizers={"model": self.optim.state_dict()}, schedulers={},
                           scaler=self.scaler.state_dict() if self.scaler is not None else None,
                           extra={"batch_in_epoch": self.batch_in_epoch, "semantic": asdict(self.meta),
-                                 "rng": states})
+                                 "rng": states} | spk.extra_of(self.speakers))
         self.log.info(f"saved {save_checkpoint(self.run_dir, ckpt, keep=self.cfg.train.keep_ckpts)}")
 
     def _evaluate_and_save(self, val_ds: S1Dataset | None) -> None:

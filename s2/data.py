@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 
 from common.config import S2DataConfig
 from common.manifest import PHONEMES_NAME, WAV_DIR, S2ListItem, read_phonemes, read_s2_list
+from common.speakers import SpeakerError, SpeakerTable
 from modules.spectrogram import Spectrogram
 from modules.ssl import SSLError, feature_path, load_features
 from text.symbols import phones_to_ids
@@ -38,15 +39,24 @@ class S2Example:
     spec: Tensor  # [F, T]
     ssl: Tensor  # [D, T] float32
     phones: Tensor  # [L] int64
+    speaker: int | None = None  # row of the speaker table (models with a speaker embedding)
 
 
 class S2Dataset(Dataset):
-    """Examples of an S2 list, read from ``dump/wav32k``, ``dump/ssl`` and ``dump/phonemes.tsv``."""
+    """Examples of an S2 list, read from ``dump/wav32k``, ``dump/ssl`` and ``dump/phonemes.tsv``.
 
-    def __init__(self, list_path: str | Path, dump: str | Path, data_cfg: S2DataConfig):
+    ``speakers``: the run's speaker table (``common.speakers``), for a model with a speaker
+    embedding: every example then carries its speaker's row (an unknown name is an error here)."""
+
+    def __init__(self, list_path: str | Path, dump: str | Path, data_cfg: S2DataConfig,
+                 speakers: SpeakerTable | None = None):
         self.dump = Path(dump)
         self.cfg = data_cfg
         self.items: list[S2ListItem] = read_s2_list(list_path)
+        try:
+            self.speaker_rows = None if speakers is None else [speakers.index(it.speaker) for it in self.items]
+        except SpeakerError as err:
+            raise S2DataError(f"{list_path}: {err}") from None
         table = self.dump / PHONEMES_NAME
         phonemes = {e.id: e.phones for e in read_phonemes(table)}
         missing = [it.id for it in self.items if it.id not in phonemes]
@@ -95,7 +105,8 @@ class S2Dataset(Dataset):
             phones = torch.tensor(phones_to_ids(self.phones[item.id]), dtype=torch.long)
         except (KeyError, ValueError) as e:
             raise S2DataError(f"{self.dump / PHONEMES_NAME}: item {item.id}: {e}") from None
-        return S2Example(item.id, wav_t, spec, ssl.float(), phones)
+        return S2Example(item.id, wav_t, spec, ssl.float(), phones,
+                         None if self.speaker_rows is None else self.speaker_rows[index])
 
 
 @dataclass
@@ -107,11 +118,13 @@ class S2Batch:
     wav: Tensor  # [B, 1, T * hop]
     text: Tensor  # [B, L]
     text_lengths: Tensor  # [B]
+    speakers: Tensor | None = None  # [B] speaker rows, or None (no speaker embedding)
 
     def to(self, device: torch.device) -> S2Batch:
         return S2Batch(self.ids, self.ssl.to(device, non_blocking=True), self.spec.to(device, non_blocking=True),
                        self.spec_lengths.to(device), self.wav.to(device, non_blocking=True),
-                       self.text.to(device), self.text_lengths.to(device))
+                       self.text.to(device), self.text_lengths.to(device),
+                       None if self.speakers is None else self.speakers.to(device))
 
 
 def collate_s2(examples: list[S2Example]) -> S2Batch:
@@ -139,8 +152,9 @@ def collate_s2(examples: list[S2Example]) -> S2Batch:
         spec[i, :, :t] = ex.spec
         wav[i, 0, : t * hop] = ex.wav
         text[i, : ex.phones.numel()] = ex.phones
+    speakers = None if examples[0].speaker is None else torch.tensor([ex.speaker for ex in examples])
     return S2Batch([ex.id for ex in examples], ssl, spec, torch.tensor(frames, dtype=torch.long), wav, text,
-                   torch.tensor([ex.phones.numel() for ex in examples], dtype=torch.long))
+                   torch.tensor([ex.phones.numel() for ex in examples], dtype=torch.long), speakers)
 
 
 class BucketBatchSampler(Sampler[list[int]]):

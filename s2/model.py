@@ -87,6 +87,8 @@ class SynthesizerTrn(nn.Module):
 
     Full-size defaults are the GPT-SoVITS v1 shapes. ``freeze_quantizer`` turns off the
     gradient of ``ssl_proj`` and every codebook update, in train and eval mode alike.
+    ``n_speakers > 0`` adds a learned speaker embedding ``[gin]`` to the reference encoder's
+    style vector wherever ``speakers [B]`` (rows of the run's speaker table) are given.
     """
 
     def __init__(self, *, n_symbols: int, spec_channels: int = 1025, segment_frames: int = 32,
@@ -101,7 +103,7 @@ class SynthesizerTrn(nn.Module):
                  dead_code_threshold: float = 2.0, ref_hidden: int = 128, ref_heads: int = 2,
                  ref_kernel_size: int = 5, mrte_hidden: int = 512, mrte_heads: int = 4,
                  posterior_layers: int = 16, posterior_kernel_size: int = 5, flow_layers: int = 4,
-                 flow_kernel_size: int = 5, n_flows: int = 4):
+                 flow_kernel_size: int = 5, n_flows: int = 4, n_speakers: int = 0):
         super().__init__()
         if semantic_frame_rate not in ("25hz", "50hz"):
             raise ValueError(f"semantic_frame_rate must be '25hz' or '50hz', got {semantic_frame_rate!r}")
@@ -125,6 +127,8 @@ class SynthesizerTrn(nn.Module):
         self.dec = Generator(inter_channels, list(resblock_kernel_sizes), [list(d) for d in resblock_dilation_sizes],
                              list(upsample_rates), upsample_initial_channel, list(upsample_kernel_sizes),
                              gin_channels=gin_channels)
+        self.n_speakers = n_speakers
+        self.speaker_embedding = nn.Embedding(n_speakers, gin_channels) if n_speakers > 0 else None
         self.quantizer_frozen = False
         if freeze_quantizer:
             self.freeze_quantizer()
@@ -152,16 +156,28 @@ class SynthesizerTrn(nn.Module):
             x = F.pad(x, (0, n_frames - x.size(2)), mode="replicate")
         return x[:, :, :n_frames]
 
+    def add_speaker(self, ge: Tensor | None, speakers: Tensor | None) -> Tensor | None:
+        """Style ``ge [B or 1, gin, 1]`` (or None) plus the speaker embedding of ``speakers [B]`` (if given)."""
+        if speakers is None:
+            return ge
+        if self.speaker_embedding is None:
+            raise ValueError("speakers given but the S2 model has n_speakers=0")
+        if bool((speakers < 0).any() | (speakers >= self.n_speakers).any()):
+            raise ValueError(f"speaker ids {speakers.tolist()} outside [0, {self.n_speakers})")
+        spk = self.speaker_embedding(speakers)[:, :, None]  # [B, gin, 1]
+        return spk if ge is None else ge + spk.to(ge.dtype)
+
     def forward(self, ssl: Tensor, y: Tensor, y_lengths: Tensor, text: Tensor, text_lengths: Tensor,
-                generator: torch.Generator | None = None) -> S2Output:
-        """ssl: [B, D_ssl, T]; y: [B, F, T] linear spectrogram; y_lengths: [B]; text: [B, L]; text_lengths: [B]."""
+                generator: torch.Generator | None = None, speakers: Tensor | None = None) -> S2Output:
+        """ssl: [B, D_ssl, T]; y: [B, F, T] linear spectrogram; y_lengths: [B]; text: [B, L]; text_lengths: [B];
+        speakers: [B] speaker rows (models with n_speakers > 0) or None."""
         n_frames = y.size(2)
         if ssl.size(2) != n_frames:
             raise ValueError(f"ssl has {ssl.size(2)} frames but the spectrogram has {n_frames}: they must be "
                              "length-matched before the model")
         y_mask = frame_mask(y_lengths, n_frames, y.dtype)
         text_mask = frame_mask(text_lengths, text.size(1), y.dtype)
-        ge = self.ref_enc(y * y_mask, y_mask)
+        ge = self.add_speaker(self.ref_enc(y * y_mask, y_mask), speakers)
 
         tokens = self._project_ssl(ssl)  # [B, D, T // fpt]
         with torch.autocast(device_type=ssl.device.type, enabled=False):
@@ -192,14 +208,15 @@ class SynthesizerTrn(nn.Module):
     def decode(self, codes: Tensor, text: Tensor, text_lengths: Tensor, refer_spec: Tensor | None,
                refer_lengths: Tensor | None = None, noise_scale: float = 0.5, code_lengths: Tensor | None = None,
                generator: torch.Generator | None = None, noise: Tensor | None = None,
-               dec_dtype: torch.dtype | None = None) -> Tensor:
+               speakers: Tensor | None = None, dec_dtype: torch.dtype | None = None) -> Tensor:
         """Synthesize from semantic tokens (call ``eval()`` first).
 
         codes: [B, N] tokens; text: [B, L] phoneme ids; text_lengths: [B]; refer_spec: [B, F, T_ref]
         linear spectrogram of the reference, or [1, F, T_ref] shared by all rows (its style vector
         is computed once), or None (no style); refer_lengths: [B] or None (all frames real);
         code_lengths: [B] or None (all N real); noise: [B, inter, N · frames_per_token] standard
-        normal prior noise (e.g. ``s2.noise.batch_noise``), else drawn with ``generator``.
+        normal prior noise (e.g. ``s2.noise.batch_noise``), else drawn with ``generator``;
+        speakers: [B] speaker rows added to the style (models with n_speakers > 0) or None;
         dec_dtype: run the HiFi-GAN generator under autocast to this dtype (e.g. ``torch.bfloat16``,
         ~1.8x faster on CPUs with native bf16; the encoders, flow and the output stay fp32) or None.
         Returns wav [B, 1, N · frames_per_token · hop] (fp32), zero after each item's length.
@@ -208,7 +225,7 @@ class SynthesizerTrn(nn.Module):
         row decoded in a padded batch gives, up to float rounding, the samples it gives alone
         (with the same ``noise`` row).
         """
-        ge = self.style(refer_spec, refer_lengths)
+        ge = self.style(refer_spec, refer_lengths, speakers)
         z, y_mask = self.prior_latent(codes, text, text_lengths, ge, noise_scale, code_lengths, generator, noise)
         frame_lengths = y_mask.sum(dim=(1, 2)).long()  # [B]
         padded = bool((frame_lengths < z.size(2)).any())
@@ -218,17 +235,19 @@ class SynthesizerTrn(nn.Module):
         return wav * sample_mask
 
     @torch.no_grad()
-    def style(self, refer_spec: Tensor | None, refer_lengths: Tensor | None = None) -> Tensor | None:
-        """Style vector of the reference: refer_spec [B, F, T_ref] (+ refer_lengths [B]) -> ge [B, gin, 1].
+    def style(self, refer_spec: Tensor | None, refer_lengths: Tensor | None = None,
+              speakers: Tensor | None = None) -> Tensor | None:
+        """Style vector of the reference: refer_spec [B, F, T_ref] (+ refer_lengths [B]) -> ge [B, gin, 1],
+        plus the speaker embedding of ``speakers [B]`` when given.
 
-        None (no reference) gives None."""
+        None (no reference, no speakers) gives None."""
         if refer_spec is None:
-            return None
+            return self.add_speaker(None, speakers)
         if refer_lengths is None:
             refer_mask = torch.ones(refer_spec.size(0), 1, refer_spec.size(2), device=refer_spec.device)
         else:
             refer_mask = frame_mask(refer_lengths, refer_spec.size(2))
-        return self.ref_enc(refer_spec * refer_mask, refer_mask)
+        return self.add_speaker(self.ref_enc(refer_spec * refer_mask, refer_mask), speakers)
 
     @torch.no_grad()
     def prior_latent(self, codes: Tensor, text: Tensor, text_lengths: Tensor, ge: Tensor | None,
@@ -281,7 +300,7 @@ def build_generator(cfg: S2Config, n_symbols: int | None = None) -> SynthesizerT
         ref_heads=m.ref_heads, ref_kernel_size=m.ref_kernel_size, mrte_hidden=m.mrte_hidden,
         mrte_heads=m.mrte_heads, posterior_layers=m.posterior_layers,
         posterior_kernel_size=m.posterior_kernel_size, flow_layers=m.flow_layers,
-        flow_kernel_size=m.flow_kernel_size, n_flows=m.n_flows)
+        flow_kernel_size=m.flow_kernel_size, n_flows=m.n_flows, n_speakers=m.n_speakers)
 
 
 def build_discriminator(cfg: S2Config) -> MultiPeriodDiscriminator:

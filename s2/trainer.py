@@ -43,6 +43,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
+from common import speakers as spk
 from common.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -55,7 +56,7 @@ from common.config import ConfigError, S2Config, from_dict, to_dict
 from common.dist import DistInfo, all_gather_objects, all_reduce_sum_, barrier, distributed_stage
 from common.gsv1.files import ENC_Q
 from common.learning import envelope_correlation, mean, s2_resynthesis
-from common.manifest import S2_TRAIN_LIST, S2_VAL_LIST, ManifestError
+from common.manifest import MANIFEST_NAME, S2_TRAIN_LIST, S2_VAL_LIST, ManifestError
 from common.optim import adamw
 from common.training import (
     Board,
@@ -140,6 +141,11 @@ class S2Trainer:
         self.device = info.device
         self.precision = resolve_precision(tc.precision, self.device)
         seed_everything(tc.seed + info.rank)
+        try:
+            self.speakers = spk.run_speaker_table(self.cfg.model.n_speakers, self.dump / MANIFEST_NAME,
+                                                  args.config or self.run_dir / "config.json")
+        except (spk.SpeakerError, ManifestError) as err:
+            raise ConfigError(str(err)) from None
         self.net_g, self.net_d = build_model(self.cfg)
         self.net_g.to(self.device)
         self.net_d.to(self.device)
@@ -178,6 +184,10 @@ class S2Trainer:
         if to_dict(from_dict(S2Config, ckpt.config))["model"] != to_dict(self.cfg)["model"]:
             raise CheckpointError(f"{path}: its model config differs from the current one; resume with the run's "
                                   f"own config ({self.run_dir / 'config.json'}) or use --init to fine-tune")
+        try:
+            spk.check_resume(ckpt.extra, self.speakers, path, self.dump / MANIFEST_NAME)
+        except spk.SpeakerError as err:
+            raise CheckpointError(str(err)) from None
         load_model_state(self.net_g, ckpt.models["generator"], path)
         load_model_state(self.net_d, ckpt.models["discriminator"], path)
         self.optim_g.load_state_dict(ckpt.optimizers["generator"])
@@ -199,8 +209,10 @@ class S2Trainer:
     def _init_from(self, source: str) -> None:
         """Weights of ``--init`` (ours or a GPT-SoVITS v1 generator) and ``--init-d`` (a discriminator)."""
         ckpt = load_checkpoint(source, stage="s2", symbols_md5=SYMBOLS_MD5, map_location=self.device)
-        gen = ckpt.models["generator"]
-        load_model_state(self.net_g, gen, ckpt.path, optional=(ENC_Q,))
+        gen, note = spk.init_state(ckpt.models["generator"], ckpt.extra, self.speakers, ckpt.path)
+        load_model_state(self.net_g, gen, ckpt.path, optional=(ENC_Q, "speaker_embedding."))
+        if note:
+            self.log.info(note)
         if not any(k.startswith(ENC_Q) for k in gen):
             self.log.warning(f"{ckpt.path} has no posterior encoder (an inference export): enc_q starts from random "
                              "weights; fine-tuning works but needs more steps than from a file with enc_q")
@@ -217,8 +229,8 @@ class S2Trainer:
 
     def _loaders(self) -> tuple[DataLoader, BucketBatchSampler, S2Dataset]:
         tc = self.cfg.train
-        train_ds = S2Dataset(self.dump / S2_TRAIN_LIST, self.dump, self.cfg.data)
-        val_ds = S2Dataset(self.dump / S2_VAL_LIST, self.dump, self.cfg.data)
+        train_ds = S2Dataset(self.dump / S2_TRAIN_LIST, self.dump, self.cfg.data, self.speakers)
+        val_ds = S2Dataset(self.dump / S2_VAL_LIST, self.dump, self.cfg.data, self.speakers)
         sampler = BucketBatchSampler(train_ds.lengths(), tc.batch_size, tc.bucket_boundaries, self.info.rank,
                                      self.info.world_size, seed=tc.seed)
         if sampler.excluded:
@@ -238,7 +250,8 @@ class S2Trainer:
         or None when the step was skipped on every rank (a non-finite loss on any rank)."""
         tc, hop, seg = self.cfg.train, self.cfg.data.hop_length, self.cfg.train.segment_frames
         with autocast(self.precision, self.device):
-            out = self.g(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths)
+            out = self.g(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths,
+                         speakers=batch.speakers)
             y = slice_segments(batch.wav, out.ids_slice * hop, seg * hop)  # [B, 1, seg·hop]
             d_out = self.d(y, out.y_hat.detach())
         loss_d = discriminator_loss(d_out.real_logits, d_out.fake_logits)
@@ -374,7 +387,8 @@ class S2Trainer:
                           schedulers={"generator": self.sched_g.state_dict(),
                                       "discriminator": self.sched_d.state_dict()},
                           scaler=self.scaler.state_dict() if self.scaler is not None else None,
-                          extra={"batch_in_epoch": self.state.batch_in_epoch, "rng": states})
+                          extra={"batch_in_epoch": self.state.batch_in_epoch, "rng": states}
+                          | spk.extra_of(self.speakers))
         self.log.info(f"saved {save_checkpoint(self.run_dir, ckpt, keep=self.cfg.train.keep_ckpts)}")
 
     def _validate_and_log(self, val_ds: S2Dataset) -> None:

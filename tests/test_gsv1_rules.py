@@ -37,7 +37,8 @@ def tiny_s1(seed: int = 0) -> Text2Semantic:
 
 def cli_args(**kw) -> argparse.Namespace:
     base = dict(rules=None, preset=None, top_k=None, top_p=None, temperature=None, repetition_penalty=None,
-                min_new_tokens=None, max_tokens_per_phoneme=None, no_loop_detector=False, seed=None, batch_size=4)
+                min_new_tokens=None, max_tokens_per_phoneme=None, no_loop_detector=False, seed=None, batch_size=4,
+                speaker=None)
     base.update(kw)
     return argparse.Namespace(**base)
 

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference_args(p, required=False)
     add_decode_args(p, seed_help="seed of the S2 noise (default: the seed in the tokens file; 0 for --resynth)")
     p.set_defaults(batch_size=None)
+    p.add_argument("--speaker", default=None,
+                   help="speaker name, for an S2 checkpoint trained with speakers (default: the tokens file's)")
     p.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: the best available)")
     p.add_argument("--ssl-model", default=None,
                    help="--resynth only: HuBERT folder or hub id (default: data.ssl_model of the S2 config)")
@@ -76,7 +78,7 @@ def _options(args: argparse.Namespace, seed: int, file_batch_size: int | None) -
     """Decode options: ``--batch-size``, else the tokens file's (as tts.py would have used), else the default."""
     return DecodeOptions(seed=seed, noise_scale=args.noise_scale, pause_seconds=args.pause,
                          batch_size=args.batch_size or file_batch_size or DEFAULT_BATCH_SIZE,
-                         precision=args.s2_precision)
+                         precision=args.s2_precision, speaker=args.speaker)
 
 
 def _output_paths(args: argparse.Namespace) -> list[Path]:

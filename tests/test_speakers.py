@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import s2_infer
 import tts
 from common.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from common.config import S1Config, S2Config, from_dict, load_config, to_dict
@@ -116,6 +117,11 @@ def test_tts_speaker_selects_the_voice_and_names_unknown_ones(speaker_runs: Tiny
     assert _tts(speaker_runs, tmp_path / "x.wav", "--speaker", "ann", s1="s1", s2="s2") == 2
     assert "neither" in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
+    resynth = ["--s2-ckpt", str(speaker_runs.root / "s2_spk"), "--resynth", str(speaker_runs.ref), "--text",
+               "参考音频的文字。", "--ssl-model", str(speaker_runs.hubert), "--device", "cpu",
+               "-o", str(tmp_path / "r.wav")]
+    assert s2_infer.cli(resynth) == 2 and "pass --speaker NAME" in capsys.readouterr().err
+    assert s2_infer.cli([*resynth, "--speaker", "bob"]) == 0 and (tmp_path / "r.wav").is_file()
 
 
 def _config(tmp_path: Path, **model: object) -> Path:

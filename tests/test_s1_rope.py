@@ -11,33 +11,21 @@ from common.config import S1Config, from_dict, to_dict
 from modules.rope import RotaryEmbedding, apply_rotary
 from s1.generate import generate, generate_detailed, left_padded_prefix
 from s1.model import Text2Semantic, build_model, prefix_lm_mask
-from s1.sampling import PRESETS, SamplingParams
-
-CODEBOOK = 40
-N_PHONES = 30
-GREEDY = PRESETS["greedy"]
-SAMPLED = SamplingParams(top_k=10, top_p=0.9, temperature=1.2, repetition_penalty=1.35)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from s1.sampling import SamplingParams
+from tests.test_s1_generate import (
+    CODEBOOK,
+    GREEDY,
+    N_PHONES,
+    SAMPLED,
+    _one_thread,  # noqa: F401  (autouse: one intra-op thread)
+    rows,
+)
 
 
 def tiny_model(seed: int = 0, position: str = "rope", n_speakers: int = 0) -> Text2Semantic:
     torch.manual_seed(seed)
     return Text2Semantic(codebook_size=CODEBOOK, phoneme_vocab_size=N_PHONES, dim=32, n_layer=2, n_head=4,
                          ffn_dim=64, dropout=0.1, pos_dropout=0.1, position=position, n_speakers=n_speakers)
-
-
-def rows(seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    phones = [torch.randint(0, N_PHONES, (n,), generator=g) for n in (6, 3, 9)]
-    prompts = [torch.randint(0, CODEBOOK, (n,), generator=g) for n in (4, 0, 2)]
-    return phones, prompts
 
 
 def test_rotary_scores_depend_only_on_the_offset() -> None:

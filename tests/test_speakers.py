@@ -26,7 +26,7 @@ from s2.model import build_generator
 from tests.pipeline import S2Dump, run_train_s2, write_config
 from tests.test_infer import TinyRuns, build_tiny_runs
 from tests.test_s1_concat import make_dump
-from tests.test_s1_rope import _one_thread  # noqa: F401  (autouse: one intra-op thread)
+from tests.test_s1_generate import _one_thread  # noqa: F401  (autouse: one intra-op thread)
 from train_s1 import build_parser
 
 REPO = Path(__file__).resolve().parents[1]

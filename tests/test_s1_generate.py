@@ -27,11 +27,11 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def tiny_model(seed: int = 0, bert_dim: int = 0) -> Text2Semantic:
+def tiny_model(seed: int = 0, bert_dim: int = 0, position: str = "sinusoid") -> Text2Semantic:
     torch.manual_seed(seed)
     return Text2Semantic(
         codebook_size=CODEBOOK, phoneme_vocab_size=N_PHONES, dim=32, n_layer=2, n_head=4, ffn_dim=64,
-        dropout=0.1, pos_dropout=0.1, bert_dim=bert_dim,
+        dropout=0.1, pos_dropout=0.1, bert_dim=bert_dim, position=position,
     )
 
 
@@ -80,9 +80,10 @@ def test_cached_logits_match_uncached() -> None:
             torch.testing.assert_close(cached[t], full, rtol=0, atol=1e-4)
 
 
-def test_cached_step_equals_unpadded_training_forward() -> None:
+@pytest.mark.parametrize("position", ["sinusoid", "rope"])
+def test_cached_step_equals_unpadded_training_forward(position: str) -> None:
     """Row 0 alone through the cache equals the training forward's logits (positions, alignment)."""
-    model = tiny_model().eval()
+    model = tiny_model(position=position).eval()
     phones, prompts = rows()
     cont = torch.tensor([5, 6, 7])
     tokens = torch.cat([prompts[0], cont])
@@ -90,9 +91,11 @@ def test_cached_step_equals_unpadded_training_forward() -> None:
         ref = model(phones[0][None], torch.tensor([6]), tokens[None], torch.tensor([7])).logits[0]  # [8, V]
         p = left_padded_prefix(model, phones[:1], prompts[:1])
         model.transformer.setup_cache(1, 20)
-        got = [model.head(model.hidden(p.x, prefix_lm_mask(p.key_valid, p.is_phone), input_pos=0)[:, -1])]
+        mask = prefix_lm_mask(p.key_valid, p.is_phone)
+        got = [model.head(model.hidden(p.x, mask, input_pos=0, positions=p.seq_positions)[:, -1])]
         for t, tok in enumerate(cont.tolist()):
-            got.append(model.decode_one_token(torch.tensor([tok]), p.next_positions + t, p.x.shape[1] + t))
+            got.append(model.decode_one_token(torch.tensor([tok]), p.next_positions + t, p.x.shape[1] + t,
+                                              phone_lens=p.phone_lens))
         model.transformer.reset_cache()
     # training row 4 predicts token 4 (= cont[0]) from prompt token 3, etc.
     torch.testing.assert_close(torch.cat(got), ref[4:], rtol=0, atol=1e-4)

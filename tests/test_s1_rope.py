@@ -1,6 +1,6 @@
 """S1 with RoPE (model.position = "rope") and with a speaker embedding (model.n_speakers > 0):
-cached == uncached, batched left-padded == one by one, cached steps == the training forward,
-positions really matter, speakers change the output, both options survive save/load."""
+cached == uncached, batched left-padded == one by one, positions really matter, speakers change
+the output, both options survive save/load (cached steps == the training forward: test_s1_generate)."""
 
 from __future__ import annotations
 
@@ -54,24 +54,6 @@ def test_rope_model_has_no_added_encodings_and_positions_matter() -> None:
         b = model(phones.flip(1), torch.tensor([5]), tokens, torch.tensor([3])).logits
     # phonemes attend bidirectionally: without positions a permutation of them could not change the tokens' rows
     assert (a[0, 1:] - b[0, 1:]).abs().max() > 1e-3
-
-
-def test_rope_cached_step_equals_unpadded_training_forward() -> None:
-    model = tiny_model().eval()
-    phones, prompts = rows()
-    cont = torch.tensor([5, 6, 7])
-    tokens = torch.cat([prompts[0], cont])
-    with torch.inference_mode():
-        ref = model(phones[0][None], torch.tensor([6]), tokens[None], torch.tensor([7])).logits[0]  # [8, V]
-        p = left_padded_prefix(model, phones[:1], prompts[:1])
-        model.transformer.setup_cache(1, 20)
-        mask = prefix_lm_mask(p.key_valid, p.is_phone)
-        got = [model.head(model.hidden(p.x, mask, input_pos=0, positions=p.seq_positions)[:, -1])]
-        for t, tok in enumerate(cont.tolist()):
-            got.append(model.decode_one_token(torch.tensor([tok]), p.next_positions + t, p.x.shape[1] + t,
-                                              phone_lens=p.phone_lens))
-        model.transformer.reset_cache()
-    torch.testing.assert_close(torch.cat(got), ref[4:], rtol=0, atol=1e-4)
 
 
 def test_rope_left_padded_prefix_equals_each_row_alone() -> None:

@@ -23,6 +23,8 @@ uncached path and training always use ``F.linear`` on the parameters.
 
 In training with dropout, attention and residual dropouts go through ``modules.dropout``
 (on CPU: cheaper masks and a written-out attention; elsewhere ``F.dropout`` / SDPA).
+In training mode on CPUs whose MKL GEMM is not at its best (not Intel), the uncached
+linears run through ``modules.train_linear`` (oneDNN forward and input gradient).
 
 Masks are boolean, ``True`` = "may attend", broadcastable to ``[B, H, S_q, S_k]``
 (``S_k`` = ``input_pos + S_q`` with a cache). Every query row must allow at least one key.
@@ -42,6 +44,7 @@ from torch import Tensor, nn
 
 from modules.dropout import attention_dropout, dropout
 from modules.rope import RotaryEmbedding, apply_rotary
+from modules.train_linear import onednn_train_linear, onednn_training_applies
 
 
 class KVCache:
@@ -256,8 +259,10 @@ class TransformerDecoder(nn.Module):
                                  f"{None if positions is None else list(positions.shape)}")
             rope = self.rope(positions, x.dtype)
         if input_pos is None:
+            train_onednn = self.training and onednn_training_applies(x, self.layers[0].linear1.weight)
+            linear = onednn_train_linear if train_onednn else plain_linear  # modules.train_linear: CPU vendor rule
             for layer in self.layers:
-                x = layer(x, mask, rope=rope)
+                x = layer(x, mask, linear=linear, rope=rope)
             return x
         if self.caches is None:
             raise RuntimeError("input_pos given but no KV cache; call setup_cache(batch, max_len) first")

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modules.dropout import dropout
+from modules.train_linear import onednn_train_linear, onednn_training_applies
 from modules.transformer import TransformerDecoder
 
 if TYPE_CHECKING:
@@ -276,7 +277,8 @@ class Text2Semantic(nn.Module):
             [(phone_lens - 1)[:, None], torch.arange(x_len, x_len + y_len, device=device).expand(b, y_len)], dim=1
         )  # [B, Y+1]
         h = h.gather(1, rows[:, :, None].expand(-1, -1, h.shape[-1]))
-        logits = self.head(h)  # [B, Y+1, V]
+        linear = onednn_train_linear if self.training and onednn_training_applies(h, self.head.weight) else None
+        logits = linear(h, self.head.weight, None) if linear is not None else self.head(h)  # [B, Y+1, V]
 
         token_valid = lengths_to_mask(token_lens, y_len)
         targets = torch.full((b, y_len + 1), IGNORE_INDEX, dtype=torch.long, device=device)

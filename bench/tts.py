@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from bench.machine import load_now, machine_facts
 from bench.s2 import bench_decode, matmul_peak_gflops, synthetic_wav, timed
 from common.config import S1Config, S2Config, load_config
 from infer.decoder import PRECISIONS, DecodeOptions, decode_tokens_file, generator_dtype, uses_bf16
@@ -170,7 +171,9 @@ def main(args: argparse.Namespace) -> None:
     out: dict = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
                  "s1_config": args.s1_config, "s2_config": args.s2_config, "dtype": "fp32",
                  "s1_weights": args.weights, "s2_precision": args.s2_precision,
-                 "s2_bf16": uses_bf16(args.s2_precision, device)}
+                 "s2_bf16": uses_bf16(args.s2_precision, device), "machine": machine_facts(device),
+                 "reference": "the matmul peak of this run; GPT-SoVITS decode on the same work: python -m "
+                              "bench.gsv1_compare --parts speed-s1,speed-s2"}
     peak = matmul_peak_gflops(device)
     decode, _ = bench_decode(Path(args.s2_config), device, args.seconds, 3.0, args.n_phones, args.repeats,
                              dtype=generator_dtype(args.s2_precision, device))
@@ -186,7 +189,7 @@ def main(args: argparse.Namespace) -> None:
     decode["decode_gflop_s"] = decode["decode_gflop"] / decode["wall_s"]
     decode["decode_fraction_of_peak"] = decode["decode_gflop_s"] / peak
     decode["generator_fraction_of_peak"] = decode["generator_gflop_s"] / peak
-    out.update({"matmul_peak_gflop_s": peak, "s2_decode": decode, "e2e": e2e})
+    out.update({"matmul_peak_gflop_s": peak, "s2_decode": decode, "e2e": e2e, "load_avg_after": load_now()})
     print(json.dumps(out, indent=2))
 
 

@@ -56,30 +56,16 @@ class WN(nn.Module):
         return output * x_mask
 
 
-POSTERIOR_LOGS_INIT = -2.0  # initial bias of the posterior's log-std channels (std ≈ 0.14)
-
-
 class PosteriorEncoder(nn.Module):
-    """q(z | spectrogram): ``pre`` conv -> WN -> ``proj`` to mean and log-std; z sampled.
-
-    The log-std half of ``proj`` starts at ``logs_init`` (bias) rather than 0. With the default 0 the
-    posterior starts with std ≈ 1 and keeps it for hundreds of steps (only the slow pull of the
-    reconstruction loss lowers it, and the KL term pushes it up), so the prior, whose KL-optimal std
-    is at least the posterior's, stays ≈ 1 wide too: at inference its noise (0.5·std) drowns the
-    time variation of its mean, and in training the KL gradient on that mean is mostly sampling
-    noise. The prior path then lags the posterior path by hundreds of steps. Loading trained
-    weights (GPT-SoVITS v1 included) replaces the bias, so only fresh training is affected.
-    """
+    """q(z | spectrogram): ``pre`` conv -> WN -> ``proj`` to mean and log-std; z sampled."""
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, kernel_size: int,
-                 dilation_rate: int, n_layers: int, gin_channels: int = 0, logs_init: float = POSTERIOR_LOGS_INIT):
+                 dilation_rate: int, n_layers: int, gin_channels: int = 0):
         super().__init__()
         self.out_channels = out_channels
         self.pre = nn.Conv1d(in_channels, hidden_channels, 1)
         self.enc = WN(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=gin_channels)
         self.proj = nn.Conv1d(hidden_channels, 2 * out_channels, 1)
-        with torch.no_grad():
-            self.proj.bias[out_channels:].fill_(logs_init)
 
     def forward(self, y: Tensor, y_mask: Tensor, g: Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:

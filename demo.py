@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+TOKEN_SOURCE = "tokens_from.json"  # in the S1 run: which S2 checkpoint's tokens it was trained on
 SPLIT_SEED = 1234  # the S2 and S1 validation lists are drawn with the same seed and size: the same ids
 
 
@@ -87,22 +88,55 @@ def train_cmd(script: str, config: str, run_dir: Path, dump: Path, steps: int) -
     return cmd + ["-c", config]
 
 
+def token_source(dump: Path) -> str:
+    """The S2 checkpoint (sha256) the dump's semantic tokens were extracted with."""
+    return json.loads((dump / "semantic.json").read_text(encoding="utf-8"))["s2_sha256"]
+
+
+def retire_stale_s1(s1_run: Path, dump: Path) -> None:
+    """An S1 run trained on tokens of another S2 checkpoint (a rerun that extended S2) is moved to
+    ``<run>.old`` so that S1 is trained again from scratch on the new tokens."""
+    marker = s1_run / TOKEN_SOURCE
+    if not any(s1_run.glob("ckpt_*.pt")):
+        return
+    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("s2_sha256") == token_source(dump):
+        return
+    old = s1_run.with_name(s1_run.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    s1_run.rename(old)
+    print(f"S1 in {s1_run} was trained on tokens of another S2 checkpoint: moved to {old}, training S1 again")
+
+
+def write_token_source(s1_run: Path, dump: Path) -> None:
+    from common.fileio import atomic_write_text
+
+    atomic_write_text(s1_run / TOKEN_SOURCE, json.dumps({"s2_sha256": token_source(dump)}) + "\n")
+
+
 def make_reference(dump: Path, ids: list[str], path: Path) -> tuple[Path, str]:
-    """A 3-10 s reference: training utterances of one speaker joined with 0.3 s pauses until ≥ 4 s."""
+    """A 3-6 s reference written to ``path``: the first training utterance of that length, else
+    consecutive ones joined with 0.3 s pauses until 3 s (a small corpus of short sentences).
+
+    One utterance where possible, not several joined: the prompt (its phonemes and tokens) goes in
+    front of the target, and S1 only learns where to stop for inputs as long as those it was
+    trained on (single sentences, and joined ones up to ``data.concat_max_seconds``).
+    """
     import numpy as np
     import soundfile as sf
 
     from common.manifest import MANIFEST_NAME, WAV_DIR, read_manifest
 
+    if not ids:
+        raise SystemExit(f"{dump}: no training utterance to use as the reference")
     texts = {u.id: u.text for u in read_manifest(dump / MANIFEST_NAME)}
+    fitting = [uid for uid in ids if 3.0 <= sf.info(dump / WAV_DIR / f"{uid}.wav").duration <= 6.0]
     audio, text, sr = [], "", 32000
-    for uid in ids:
+    for uid in fitting[:1] or ids:
         wav, sr = sf.read(dump / WAV_DIR / f"{uid}.wav", dtype="float32")
-        if audio and (sum(map(len, audio)) + len(wav)) / sr > 9.0:
-            break
         audio += [wav, np.zeros(int(0.3 * sr), dtype=np.float32)]
         text += texts[uid]
-        if sum(map(len, audio)) / sr >= 4.0:
+        if sum(map(len, audio[:-1])) / sr >= 3.0:
             break
     sf.write(path, np.concatenate(audio[:-1]), sr)
     return path, text
@@ -178,7 +212,9 @@ def main(args: argparse.Namespace) -> dict:
     stage(8, total, "S1 file lists (the same held-out sentences)")
     run(["python", "gen_filelist_s1.py", "--dump", str(dump), "--config", s1_cfg, *split])
     stage(9, total, f"train S1 ({s1_steps} steps)")
+    retire_stale_s1(logs / "s1", dump)
     run(train_cmd("train_s1.py", s1_cfg, logs / "s1", dump, s1_steps))
+    write_token_source(logs / "s1", dump)
 
     stage(10, total, "synthesize a held-out sentence with tts.py and resynthesize its recording with s2_infer.py")
     from common.manifest import MANIFEST_NAME, S2_TRAIN_LIST, WAV_DIR, read_manifest, read_s2_list

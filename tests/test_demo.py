@@ -40,3 +40,23 @@ def test_demo_quick_runs_every_stage_and_writes_a_wav(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "processed 0" in again.stdout + again.stderr
+
+
+def test_s1_trained_on_tokens_of_another_s2_is_retrained(tmp_path):
+    """A demo rerun that extended S2 re-extracts the tokens; the old S1 run must not be resumed on them."""
+    sys.path.insert(0, str(ROOT))
+    import demo
+
+    dump, run = tmp_path / "dump", tmp_path / "logs" / "s1"
+    dump.mkdir()
+    run.mkdir(parents=True)
+    (dump / "semantic.json").write_text(json.dumps({"s2_sha256": "aaa"}), encoding="utf-8")
+    demo.retire_stale_s1(run, dump)  # no checkpoint yet: nothing to retire
+    assert run.is_dir()
+    (run / "ckpt_00000010.pt").write_bytes(b"x")
+    demo.write_token_source(run, dump)
+    demo.retire_stale_s1(run, dump)  # same tokens: the run is resumed
+    assert (run / "ckpt_00000010.pt").is_file()
+    (dump / "semantic.json").write_text(json.dumps({"s2_sha256": "bbb"}), encoding="utf-8")
+    demo.retire_stale_s1(run, dump)  # new S2 tokens: set aside, S1 starts again
+    assert not run.exists() and (tmp_path / "logs" / "s1.old" / "ckpt_00000010.pt").is_file()

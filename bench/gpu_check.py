@@ -3,6 +3,7 @@
     bash bench/gpu_check.sh                          # = python -m bench.gpu_check, keeps its work in /tmp
     python -m bench.gpu_check --work /tmp/gpu_check --steps 20
     python -m bench.gpu_check --skip-bench           # the pipeline checks only
+    python -m bench.gpu_check --device cpu --steps 4  # dry run of the pipeline checks on the CPU (gloo, fp32)
 
 Without a usable CUDA device it stops at once with one line on stderr and exit status 2.
 Otherwise, in order (each a real command line, as a user runs it; ``--nproc`` processes under
@@ -103,7 +104,8 @@ def pipeline(checks: Checks, work: Path, args: argparse.Namespace) -> None:
     from tests.pipeline import TINY_S1, TINY_S2, write_config
     from tests.tiny_hubert import make_tiny_hubert
 
-    py, dump = sys.executable, work / "dump"
+    py, dump, dev = sys.executable, work / "dump", args.device
+    dist = "nccl_bf16" if dev == "cuda" else "gloo_fp32"
     corpus = make_corpus(work / "corpus", n_sentences=8, speakers=2, n_english=0)
     s2_cfg = write_config(work / "s2.json", base=TINY_S2, train={"precision": "bf16", "eval_interval": 1000})
     s1_cfg = write_config(work / "s1.json", base=TINY_S1, train={"precision": "bf16", "eval_interval": 1000})
@@ -112,29 +114,29 @@ def pipeline(checks: Checks, work: Path, args: argparse.Namespace) -> None:
     stages = [
         ("resample", [py, "resample.py", "--root", corpus.root, "--dump", dump, "--workers", 2]),
         ("gen_phonemes", [py, "gen_phonemes.py", "--dump", dump, "--workers", 2]),
-        ("extract_ssl_s2_cuda", [py, "extract_ssl_s2.py", "--dump", dump, "--config", s2_cfg, "--ssl-model", hubert,
-                                 "--device", "cuda"]),
+        (f"extract_ssl_s2_{dev}", [py, "extract_ssl_s2.py", "--dump", dump, "--config", s2_cfg, "--ssl-model", hubert,
+                                 "--device", dev]),
         ("gen_filelist_s2", [py, "gen_filelist_s2.py", "--dump", dump, "--config", s2_cfg]),
-        (f"train_s2_torchrun{args.nproc}_nccl_bf16",
-         [*torchrun(args.nproc), "train_s2.py", "-c", s2_cfg, "-m", work / "s2", "--dump", dump, "--device", "cuda",
+        (f"train_s2_torchrun{args.nproc}_{dist}",
+         [*torchrun(args.nproc), "train_s2.py", "-c", s2_cfg, "-m", work / "s2", "--dump", dump, "--device", dev,
           "--max-steps", args.steps]),
         ("train_s2_resume", [*torchrun(args.nproc), "train_s2.py", "-m", work / "s2", "--dump", dump, "--device",
-                             "cuda", "--resume", "--max-steps", args.steps + 2]),
-        ("extract_vq_s1_cuda", [py, "extract_vq_s1.py", "--dump", dump, "--s2-ckpt", work / "s2", "--device", "cuda"]),
+                             dev, "--resume", "--max-steps", args.steps + 2]),
+        (f"extract_vq_s1_{dev}", [py, "extract_vq_s1.py", "--dump", dump, "--s2-ckpt", work / "s2", "--device", dev]),
         ("gen_filelist_s1", [py, "gen_filelist_s1.py", "--dump", dump, "--config", s1_cfg]),
-        (f"train_s1_torchrun{args.nproc}_nccl_bf16",
-         [*torchrun(args.nproc), "train_s1.py", "-c", s1_cfg, "-m", work / "s1", "--dump", dump, "--device", "cuda",
+        (f"train_s1_torchrun{args.nproc}_{dist}",
+         [*torchrun(args.nproc), "train_s1.py", "-c", s1_cfg, "-m", work / "s1", "--dump", dump, "--device", dev,
           "--max-steps", args.steps]),
     ]
     for name, cmd in stages:
         if not checks.run(name, cmd):
             return
-    ref = sorted((dump / "wav32k").glob("*.wav"))[0]
+    ref = corpus.items[0]  # a recording of the corpus with its transcript
     out = work / "tts.wav"
-    if checks.run("tts_cuda", [py, "tts.py", "--s1-ckpt", work / "s1", "--s2-ckpt", work / "s2", "--ref", ref,
-                               "--ref-text", "今天天气很好。", "--text", "我们去公园散步吧。", "--device", "cuda",
-                               "-o", out]):
-        checks.results["tts_cuda"].update(check_wav(out))
+    if checks.run(f"tts_{dev}", [py, "tts.py", "--s1-ckpt", work / "s1", "--s2-ckpt", work / "s2", "--ref", ref.wav,
+                               "--ref-text", ref.text, "--ref-lang", ref.lang, "--text", "我们去公园散步吧。",
+                               "--device", dev, "-o", out]):
+        checks.results[f"tts_{dev}"].update(check_wav(out))
 
 
 def benchmarks(checks: Checks, args: argparse.Namespace) -> None:
@@ -193,7 +195,7 @@ def decode_modes(mode: str, n_tokens: int) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    problem = cuda_problem()
+    problem = cuda_problem() if args.device == "cuda" else None
     if problem is not None:
         print(f"error: bench.gpu_check needs a CUDA GPU: {problem}", file=sys.stderr)
         return NO_CUDA_EXIT
@@ -202,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
     from bench.machine import machine_facts
     from tests.pipeline import script_env
 
-    gpus = torch.cuda.device_count()
+    gpus = torch.cuda.device_count() if args.device == "cuda" else 0
     args.nproc = args.nproc or (2 if gpus >= 2 else 1)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu_check_"))
     if work.exists() and any(work.iterdir()):
@@ -211,10 +213,11 @@ def main(args: argparse.Namespace) -> int:
     checks = Checks(script_env(threads=2))
     t0 = time.perf_counter()
     pipeline(checks, work, args)
-    if not args.skip_bench:
+    if not args.skip_bench and args.device == "cuda":
         benchmarks(checks, args)
     ok = all(r["ok"] for r in checks.results.values())
-    print(json.dumps({"bench": "gpu_check", "machine": machine_facts("cuda"), "gpus": gpus, "nproc": args.nproc,
+    print(json.dumps({"bench": "gpu_check", "machine": machine_facts(args.device), "device": args.device,
+                      "gpus": gpus, "nproc": args.nproc,
                       "work": str(work), "seconds": round(time.perf_counter() - t0, 1), "all_ok": ok,
                       "checks": checks.results}, indent=2))
     return 0 if ok else 1
@@ -226,6 +229,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="training steps of each stage (default: 20)")
     p.add_argument("--nproc", type=int, default=0, help="torchrun processes (0: 2 with >= 2 GPUs, else 1)")
     p.add_argument("--skip-bench", action="store_true", help="skip the GPU benchmarks")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cuda (default); cpu: a dry run of the pipeline checks (gloo, fp32, no benchmarks) to "
+                        "test this script where no GPU is")
     p.add_argument("--compile-mode", default="reduce-overhead",
                    help="torch.compile mode of the in-process decode check (default: reduce-overhead, CUDA graphs)")
     p.add_argument("--decode-tokens", type=int, default=200, help="greedy tokens of that check (default: 200)")

@@ -38,6 +38,8 @@ from common.fileio import remove_stale_temps
 from tests.pipeline import REPO, script_env
 from tests.test_infer import TinyRuns, build_tiny_runs
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
+
 TINY_S1 = REPO / "configs" / "tiny" / "s1.json"
 TINY_S2 = REPO / "configs" / "tiny" / "s2.json"
 INFER = ("tts", "s1_infer", "s2_infer")
@@ -46,14 +48,6 @@ INFER = ("tts", "s1_infer", "s2_infer")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
     return build_tiny_runs(tmp_path_factory.mktemp("runtime_runs"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @dataclass

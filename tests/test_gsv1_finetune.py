@@ -36,8 +36,9 @@ from s1.model import build_model as build_s1
 from s2.model import build_discriminator, build_generator
 from tests.gsv1_files import REPO, write_small_d, write_small_s1, write_small_s2
 from tests.pipeline import TINY_S1, S2Dump, script_env, write_config
-from tests.test_infer import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from tests.tiny_bert import make_tiny_bert
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 BERT_DIM = 32
 V1_DISC = {"disc_periods": [2, 3, 5, 7, 11]}  # a v1 discriminator has 5 period discriminators

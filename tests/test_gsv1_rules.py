@@ -26,8 +26,9 @@ from s1.sampling import PRESETS, SamplingParams
 from tests import test_infer
 from tests.test_infer import REPO, SR, TinyRuns, rig_head, speechy
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
+
 runs = test_infer.runs  # the tiny HuBERT + S2 + S1 runs of the inference tests (module-scoped fixture)
-one_thread = test_infer.one_thread  # autouse
 
 
 def tiny_s1(seed: int = 0) -> Text2Semantic:

@@ -35,6 +35,8 @@ from tests.tiny_hubert import make_tiny_hubert
 from text.cleaner import clean_text
 from text.symbols import SYMBOLS_MD5, phones_to_ids
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
+
 REPO = Path(__file__).resolve().parents[1]
 SR = 32000
 CONST_TOKEN = 5
@@ -117,14 +119,6 @@ def build_tiny_runs(root: Path) -> TinyRuns:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
     return build_tiny_runs(tmp_path_factory.mktemp("infer_runs"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

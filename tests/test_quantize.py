@@ -13,15 +13,9 @@ import torch
 
 from modules.quantize import VectorQuantizer, kmeans
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _trained_vq(dim: int = 8, k: int = 16, seed: int = 0) -> VectorQuantizer:

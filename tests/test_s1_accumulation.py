@@ -16,16 +16,10 @@ from s1.trainer import StepStats, accumulate_step, make_optimizer
 from tests.pipeline import run_script
 from tests.s1_accum_ddp_worker import CODEBOOK, RANK_MICRO, TRAIN, make_items, tiny_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
+
 MICRO = ((0, 1), (2, 3, 4), (5,), (6, 7))  # every item once, in micro-batches of 2, 3, 1 and 2 items
 TOL = {"rtol": 1e-4, "atol": 1e-6}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def grads(model: Text2Semantic) -> dict[str, torch.Tensor]:

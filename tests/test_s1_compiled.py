@@ -6,12 +6,15 @@ checked by ``bench/s1_decode.py --compile``."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from s1.compiled import compile_decode_step, uncompile_decode_step
 from s1.generate import generate
 from s1.weights import use_weight_format
-from tests.test_s1_generate import SAMPLED, _one_thread, rows, tiny_model  # noqa: F401  (autouse fixture)
+from tests.test_s1_generate import SAMPLED, rows, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 
 def test_compiled_decode_step_equals_eager() -> None:

@@ -12,19 +12,12 @@ from s1.generate import GenerationResult, LoopDetector, generate, generate_detai
 from s1.model import Text2Semantic, prefix_lm_mask
 from s1.sampling import PRESETS, SamplingParams
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
+
 CODEBOOK = 40
 N_PHONES = 30
 GREEDY = PRESETS["greedy"]
 SAMPLED = SamplingParams(top_k=10, top_p=0.9, temperature=1.2, repetition_penalty=1.35)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and immune to OpenMP stalls on busy machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_model(seed: int = 0, bert_dim: int = 0, position: str = "sinusoid") -> Text2Semantic:

@@ -9,17 +9,10 @@ import torch
 
 from s1.model import IGNORE_INDEX, Text2Semantic, build_model, prefix_lm_mask, sinusoid_table
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
+
 CODEBOOK = 40
 N_PHONES = 30
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and immune to OpenMP stalls on busy machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_model(seed: int = 0, bert_dim: int = 0, dropout: float = 0.0) -> Text2Semantic:

@@ -17,9 +17,10 @@ from tests.test_s1_generate import (
     GREEDY,
     N_PHONES,
     SAMPLED,
-    _one_thread,  # noqa: F401  (autouse: one intra-op thread)
     rows,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 
 def tiny_model(seed: int = 0, position: str = "rope", n_speakers: int = 0) -> Text2Semantic:

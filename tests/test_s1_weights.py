@@ -18,7 +18,8 @@ from s1.weights import (
     teacher_forced_logits,
     use_weight_format,
 )
-from tests.test_s1_generate import _one_thread  # noqa: F401  (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 CODEBOOK = 64
 

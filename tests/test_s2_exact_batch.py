@@ -18,16 +18,10 @@ from common.config import S2Config, load_config
 from s2.model import SynthesizerTrn, build_generator
 from s2.noise import BLOCK_FRAMES, PriorNoise, batch_noise
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
+
 REPO = Path(__file__).resolve().parents[1]
 ATOL = 1e-6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _randomise_flow(g: SynthesizerTrn) -> SynthesizerTrn:

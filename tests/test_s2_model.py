@@ -13,15 +13,9 @@ from common.config import S2Config, load_config
 from modules.hifigan import MultiPeriodDiscriminator
 from s2.model import SynthesizerTrn, build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _n_params(module: torch.nn.Module) -> int:

@@ -19,13 +19,7 @@ from modules.reference_encoder import MelStyleEncoder
 from modules.spectrogram import MelSpectrogram, Spectrogram
 from modules.vits import PosteriorEncoder, ResidualCouplingBlock
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 
 # ----------------------------------------------------------------------------- commons

@@ -11,7 +11,9 @@ from bench.s2 import BF16_SNR_TOLERANCE_DB, snr_db
 from common.cpu import cpu_bf16_native
 from infer.decoder import DecodeOptions, generator_dtype, uses_bf16
 from infer.errors import InferenceError
-from tests.test_s2_model import HOP, _batch, _one_thread, _tiny  # noqa: F401  (_one_thread: autouse fixture)
+from tests.test_s2_model import HOP, _batch, _tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 
 def test_bf16_generator_decode_is_close_to_fp32() -> None:

@@ -26,8 +26,9 @@ from s2.model import build_generator
 from tests.pipeline import S2Dump, run_train_s2, write_config
 from tests.test_infer import TinyRuns, build_tiny_runs
 from tests.test_s1_concat import make_dump
-from tests.test_s1_generate import _one_thread  # noqa: F401  (autouse: one intra-op thread)
 from train_s1 import build_parser
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["ann", "bob"]

@@ -30,8 +30,10 @@ from infer.text_input import split_text
 from infer.wav_stream import StreamWriter
 from s1.sampling import PRESETS
 from s2.model import build_generator
-from tests.test_infer import SR, TinyRuns, build_tiny_runs, one_thread  # noqa: F401 (autouse fixture)
+from tests.test_infer import SR, TinyRuns, build_tiny_runs
 from tests.test_tts import _args
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 REPO = Path(__file__).resolve().parents[1]
 SPT = 1280

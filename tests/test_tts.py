@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 import s1_infer
 import s2_infer
 import tts
 from infer.tokens_file import load_tokens_file
 from tests.test_infer import CONST_TOKEN, SR, TinyRuns, build_tiny_runs, speechy
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 REPO = Path(__file__).resolve().parents[1]
 SPT = 1280  # samples per token: 2 frames x hop 640 at 32 kHz
@@ -35,14 +36,6 @@ EXPECTED_PIECES = ["今天天气很好！", "我喜欢用Python写代码。", "W
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
     return build_tiny_runs(tmp_path_factory.mktemp("tts_runs"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _env() -> dict[str, str]:

@@ -42,7 +42,6 @@ import contextlib
 import json
 import math
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,35 +107,18 @@ def synthetic_wav(seconds: float, sample_rate: int, seed: int) -> torch.Tensor:
 
 
 def bench_train(cfg_path: Path, device: torch.device, batch_size: int, seconds: float, steps: int) -> dict:
-    import train_s2
-    from common.config import S2Config, load_config
-    from common.dist import DistInfo
-    from s2.data import S2Example, collate_s2
-    from s2.trainer import S2Trainer
+    from bench.s2_train import our_batch, our_trainer, synthetic_inputs
 
-    cfg = load_config(cfg_path, S2Config)
-    d = cfg.data
-    with tempfile.TemporaryDirectory() as run_dir:
-        args = train_s2.parse_args(["-c", str(cfg_path), "-m", run_dir, "--device", str(device)])
-        trainer = S2Trainer(args, DistInfo(0, 0, 1, device))
-        spectrogram = trainer.mel_of_wav.spectrogram.cpu()
-        examples = []
-        for i in range(batch_size):
-            wav = synthetic_wav(seconds, d.sampling_rate, seed=i)
-            frames = wav.numel() // d.hop_length
-            wav = wav[: frames * d.hop_length]
-            g = torch.Generator().manual_seed(100 + i)
-            examples.append(S2Example(f"item{i}", wav, spectrogram(wav[None])[0], torch.randn(d.ssl_dim, frames,
-                                      generator=g), torch.randint(1, 322, (int(12 * seconds),), generator=g)))
-        batch = collate_s2(examples).to(device)
-        trainer.net_g.train()
-        trainer.net_d.train()
+    with our_trainer(cfg_path, device) as trainer:
+        d = trainer.cfg.data
+        inputs = synthetic_inputs(batch_size, seconds, 12.0, d.sampling_rate, d.hop_length,
+                                  trainer.mel_of_wav.spectrogram.cpu(), d.ssl_dim, seed=0)
+        batch = our_batch(trainer, inputs, device)
         trainer.train_step(batch)  # warm-up (and the codebook's k-means init)
         times = [timed(lambda: trainer.train_step(batch), device) for _ in range(steps)]
-        trainer.board.close()
     step_s = statistics.median(times)
     return {"batch": batch_size, "seconds_per_item": seconds, "frames": int(batch.spec.size(2)),
-            "segment_frames": cfg.train.segment_frames, "step_s": step_s, "steps_per_s": 1 / step_s,
+            "segment_frames": trainer.cfg.train.segment_frames, "step_s": step_s, "steps_per_s": 1 / step_s,
             "step_times_s": times, "g_params": sum(p.numel() for p in trainer.net_g.parameters()),
             "d_params": sum(p.numel() for p in trainer.net_d.parameters())}
 

@@ -35,7 +35,7 @@ def machine_facts(device: torch.device | str | None = None) -> dict:
         "cpu_flags": [f for f in RELEVANT_FLAGS if f in cpu_flags()],
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_avg_1_5_15": load_now(),
         "torch": torch.__version__,
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl": torch.backends.mkl.is_available(),

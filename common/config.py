@@ -130,6 +130,7 @@ class S2TrainConfig:
     c_commit: float = 1.0
     c_fm: float = 1.0
     c_gen: float = 1.0
+    c_prior_mean: float = 0.0  # weight of the noise-free prior-mean target (modules.losses.prior_mean_loss; 0: off)
     text_low_lr_rate: float = 1.0
     precision: str = "auto"
     grad_clip: float = 0.0
@@ -146,6 +147,7 @@ class S2TrainConfig:
         _check(len(self.betas) == 2, "train.betas must have two values")
         _check(self.batch_size >= 1, "train.batch_size must be >= 1")
         _check(self.kl_warmup_steps >= 0, "train.kl_warmup_steps must be >= 0")
+        _check(self.c_prior_mean >= 0, "train.c_prior_mean must be >= 0")
         _check(self.bucket_boundaries == sorted(self.bucket_boundaries) and len(self.bucket_boundaries) >= 2,
                "train.bucket_boundaries must be an increasing list of at least two frame counts")
 

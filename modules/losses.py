@@ -1,7 +1,8 @@
 """S2 losses (VITS): feature matching, LSGAN discriminator/generator, KL, mel L1.
 
 Every function computes in fp32 (autocast off) and returns a scalar tensor; the training
-step weights them with ``c_mel``, ``c_kl``, ``c_fm``, ``c_gen``, ``c_commit`` from the config.
+step weights them with ``c_mel``, ``c_kl``, ``c_fm``, ``c_gen``, ``c_commit`` and ``c_prior_mean``
+from the config.
 """
 
 from __future__ import annotations
@@ -54,6 +55,22 @@ def kl_loss(z_p: Tensor, logs_q: Tensor, m_p: Tensor, logs_p: Tensor, z_mask: Te
         z_p, logs_q, m_p, logs_p, z_mask = (t.float() for t in (z_p, logs_q, m_p, logs_p, z_mask))
         kl = logs_p - logs_q - 0.5 + 0.5 * (z_p - m_p).pow(2) * torch.exp(-2.0 * logs_p)
         return (kl * z_mask).sum() / z_mask.sum()
+
+
+def prior_mean_loss(m_p: Tensor, logs_p: Tensor, target: Tensor, z_mask: Tensor) -> Tensor:
+    """Noise-free regression of the prior mean on ``target = flow(m_q)``, per real frame, summed over channels.
+
+    m_p, logs_p: prior; target: the posterior *mean* through the flow; all [B, C, T]; z_mask: [B, 1, T].
+    ``Σ ½ (m_p - target)² e^{-2 logs_p} · mask / Σ mask`` with ``target`` and ``logs_p`` detached: only
+    the prior mean learns from it. It is the KL's quadratic term with the posterior sample
+    replaced by its mean, i.e. the KL's gradient for ``m_p`` without the sampling noise
+    (exact for an affine flow). That noise is what lets the prior collapse to a constant
+    early in training (``c_prior_mean`` in the S2 config; README, "Learning").
+    """
+    with _no_autocast(m_p):
+        m_p, logs_p, target, z_mask = (t.float() for t in (m_p, logs_p, target, z_mask))
+        sq = 0.5 * (m_p - target.detach()).pow(2) * torch.exp(-2.0 * logs_p.detach())
+        return (sq * z_mask).sum() / z_mask.sum()
 
 
 def mel_loss(mel_real: Tensor, mel_fake: Tensor) -> Tensor:

@@ -80,6 +80,7 @@ class S2Output:
     logs_q: Tensor  # [B, C, T] posterior log-std
     y_mask: Tensor  # [B, 1, T]
     codes: Tensor  # [B, T_tok] semantic tokens (T_tok = T // 2 for 25 Hz)
+    z_p_mean: Tensor | None = None  # [B, C, T] flow(m_q), no gradient (``prior_target=True`` only)
 
 
 class SynthesizerTrn(nn.Module):
@@ -168,9 +169,11 @@ class SynthesizerTrn(nn.Module):
         return spk if ge is None else ge + spk.to(ge.dtype)
 
     def forward(self, ssl: Tensor, y: Tensor, y_lengths: Tensor, text: Tensor, text_lengths: Tensor,
-                generator: torch.Generator | None = None, speakers: Tensor | None = None) -> S2Output:
+                generator: torch.Generator | None = None, speakers: Tensor | None = None,
+                prior_target: bool = False) -> S2Output:
         """ssl: [B, D_ssl, T]; y: [B, F, T] linear spectrogram; y_lengths: [B]; text: [B, L]; text_lengths: [B];
-        speakers: [B] speaker rows (models with n_speakers > 0) or None."""
+        speakers: [B] speaker rows (models with n_speakers > 0) or None; prior_target: also return
+        ``z_p_mean = flow(m_q)`` (no gradient), the target of ``modules.losses.prior_mean_loss``."""
         n_frames = y.size(2)
         if ssl.size(2) != n_frames:
             raise ValueError(f"ssl has {ssl.size(2)} frames but the spectrogram has {n_frames}: they must be "
@@ -188,10 +191,15 @@ class SynthesizerTrn(nn.Module):
         _, m_p, logs_p = self.enc_p(content, y_mask, text, text_mask, ge)
         z, m_q, logs_q = self.enc_q(y, y_mask, g=ge, generator=generator)
         z_p = self.flow(z, y_mask, g=ge)
+        z_p_mean = None
+        if prior_target:
+            with torch.no_grad():
+                z_p_mean = self.flow(m_q, y_mask, g=ge)
         z_slice, ids_slice = rand_slice_segments(z, y_lengths, self.segment_frames, generator=generator)
         y_hat = self.dec(z_slice, g=ge)
         return S2Output(y_hat=y_hat, ids_slice=ids_slice, commit_loss=quant.commit_loss, z=z, z_p=z_p, m_p=m_p,
-                        logs_p=logs_p, m_q=m_q, logs_q=logs_q, y_mask=y_mask, codes=quant.codes)
+                        logs_p=logs_p, m_q=m_q, logs_q=logs_q, y_mask=y_mask, codes=quant.codes,
+                        z_p_mean=z_p_mean)
 
     @torch.no_grad()
     def extract_codes(self, ssl: Tensor, lengths: Tensor | None = None) -> Tensor:

@@ -7,8 +7,9 @@ One process or torchrun DDP. Per batch (spec §3.3/§3.4), in this order:
    step of ``optim_d``;
 3. the updated discriminator judges the generated slice again (its own parameters frozen
    for this pass, so no discriminator gradient is computed or all-reduced); generator loss
-   ``c_mel·mel L1 + c_kl·KL + c_commit·commitment + c_fm·feature matching + c_gen·LSGAN``,
-   backward, step of ``optim_g``; one ``GradScaler.update()`` (fp16 only).
+   ``c_mel·mel L1 + c_kl·KL + c_commit·commitment + c_fm·feature matching + c_gen·LSGAN``
+   (+ ``c_prior_mean``·the noise-free prior-mean target when it is > 0), backward, step of
+   ``optim_g``; one ``GradScaler.update()`` (fp16 only).
 
 AdamW for both (weight decay 0.01 as the original, from the config); the learning rate
 decays by ``lr_decay`` once per epoch, for both networks. With ``text_low_lr_rate`` ≠ 1 the
@@ -72,7 +73,7 @@ from common.training import (
     spectrogram_image,
 )
 from modules.commons import slice_segments
-from modules.losses import discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss
+from modules.losses import discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss, prior_mean_loss
 from modules.spectrogram import MelScale, MelSpectrogram
 from s2.data import BucketBatchSampler, S2Batch, S2DataError, S2Dataset, collate_s2
 from s2.model import build_model
@@ -81,7 +82,7 @@ from text.symbols import SYMBOLS_MD5
 LOW_LR_PREFIXES = ("enc_p.text_embedding.", "enc_p.encoder_text.", "enc_p.mrte.")
 # Names of the values one training step returns, in order (tensorboard tags).
 STEP_KEYS = ("loss/d/total", "loss/g/total", "loss/g/mel", "loss/g/kl", "loss/g/commit", "loss/g/fm",
-             "loss/g/gen", "grad_norm/d", "grad_norm/g")
+             "loss/g/gen", "loss/g/prior_mean", "grad_norm/d", "grad_norm/g")
 
 
 @dataclass
@@ -246,12 +247,12 @@ class S2Trainer:
     # ------------------------------------------------------------------ one step
 
     def train_step(self, batch: S2Batch) -> Tensor | None:
-        """One D and one G update; returns the ``STEP_KEYS`` values ``[9]`` (detached, on the device),
+        """One D and one G update; returns the ``STEP_KEYS`` values ``[10]`` (detached, on the device),
         or None when the step was skipped on every rank (a non-finite loss on any rank)."""
         tc, hop, seg = self.cfg.train, self.cfg.data.hop_length, self.cfg.train.segment_frames
         with autocast(self.precision, self.device):
             out = self.g(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths,
-                         speakers=batch.speakers)
+                         speakers=batch.speakers, prior_target=tc.c_prior_mean > 0)
             y = slice_segments(batch.wav, out.ids_slice * hop, seg * hop)  # [B, 1, seg·hop]
             d_out = self.d(y, out.y_hat.detach())
         loss_d = discriminator_loss(d_out.real_logits, d_out.fake_logits)
@@ -273,8 +274,10 @@ class S2Trainer:
         loss_fm = feature_loss(d_out_g.real_features, d_out_g.fake_features)
         loss_gen = generator_loss(d_out_g.fake_logits)
         commit = out.commit_loss.float()
+        loss_prior = (prior_mean_loss(out.m_p, out.logs_p, out.z_p_mean, out.y_mask) if out.z_p_mean is not None
+                      else loss_kl.new_zeros(()))
         loss_g = (tc.c_mel * loss_mel + self.kl_weight() * loss_kl + tc.c_commit * commit
-                  + tc.c_fm * loss_fm + tc.c_gen * loss_gen)
+                  + tc.c_fm * loss_fm + tc.c_gen * loss_gen + tc.c_prior_mean * loss_prior)
         if not self.guard.ok(self._finite_on_all_ranks(loss_g), self.state.step):
             if self.scaler is not None:
                 self.scaler.update()
@@ -285,7 +288,8 @@ class S2Trainer:
         self._optimizer_step(self.optim_g)
         if self.scaler is not None:
             self.scaler.update()
-        return torch.stack([loss_d, loss_g, loss_mel, loss_kl, commit, loss_fm, loss_gen, grad_d, grad_g]).detach()
+        return torch.stack([loss_d, loss_g, loss_mel, loss_kl, commit, loss_fm, loss_gen, loss_prior, grad_d,
+                            grad_g]).detach()
 
     def kl_weight(self) -> float:
         """``c_kl``, ramped linearly over the first ``kl_warmup_steps`` steps (KL annealing; 0 = off).

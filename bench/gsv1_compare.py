@@ -423,8 +423,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=500, help="new tokens per S1 speed run (default: 500)")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds of audio per S2 decode (default: 10)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each side, interleaved (default: 5)")
-    p.add_argument("--weights", default="fp32,bf16,int8",
-                   help="our S1 weight formats timed in speed-s1, comma-separated (default: fp32,bf16,int8)")
+    p.add_argument("--weights", default="fp32,bf16,int8" if cpu_bf16_native() else "fp32,int8",
+                   help="our S1 weight formats timed in speed-s1, comma-separated (default: fp32,bf16,int8; "
+                        "without bf16 on CPUs with no native bf16, where it is emulated and ~30x slower than fp32)")
     p.add_argument("--agreement-steps", type=int, default=500,
                    help="greedy tokens of each non-fp32 format's check against fp32 in speed-s1 (0 = skip)")
     p.add_argument("--s2-bf16", action=argparse.BooleanOptionalAction, default=cpu_bf16_native(),

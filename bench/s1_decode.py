@@ -31,6 +31,14 @@ full length. Prints one JSON object:
   ``agreement``: the format against fp32 over ``--agreement-steps`` greedy tokens (teacher-forced
   argmax agreement, logits max abs diff, free-running identical tokens; skipped for fp32).
 - ``compile_s``: with ``--compile``, the wall time of the first (compiling) run minus a later one.
+- ``budget``: where a decode step's time goes, in ms per token: ``read_gb_s`` = read-only bandwidth
+  (sum of a ``--read-mb`` tensor, best of 5, torch's threads) and ``read_bound_ms`` = the step's weight
+  bytes at that rate; ``linears_ms`` = one pass of the step's packed linears (transformer + head, one
+  row, at the decode step's threads) and ``linears_gb_s`` their weight bytes per second; ``step_ms`` =
+  ``decode_one_token`` at a cache filled to the middle of the run; ``attention_and_small_ops_ms`` =
+  step - linears (attention over the cache, norms, residuals, cache writes, Python and dispatch);
+  ``loop_ms`` = 1000 / cached_decode_tok_s and ``sampling_and_loop_ms`` = loop - step (penalty,
+  top-k, sampling, the host sync of the EOS check, bookkeeping).
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from s1.compiled import compile_decode_step
 from s1.generate import GenerationResult, generate_detailed
 from s1.model import Text2Semantic
 from s1.sampling import PRESETS
-from s1.weights import KERNELS, WEIGHT_FORMATS, compare_with_fp32, use_weight_format
+from s1.weights import KERNELS, WEIGHT_FORMATS, compare_with_fp32, decode_threads, use_weight_format
 
 T = TypeVar("T")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -73,6 +81,56 @@ def copy_bandwidth(device: torch.device, n_bytes: int, repeats: int = 5) -> floa
         _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n_bytes / best / 1e9
+
+
+def read_bandwidth(device: torch.device, n_bytes: int, repeats: int = 5) -> float:
+    """Best-of-``repeats`` read-only bandwidth in GB/s: the sum of an ``n_bytes`` fp32 tensor."""
+    x = torch.ones(n_bytes // 4, dtype=torch.float32, device=device)
+    x.sum()  # touch the pages once
+    best = float("inf")
+    for _ in range(repeats):
+        best = min(best, timed(x.sum, device)[0])
+    return n_bytes / best / 1e9
+
+
+@torch.inference_mode()
+def step_budget(model: Text2Semantic, device: torch.device, fill: int, weight_bytes: int, read_gb_s: float,
+                loop_ms: float, repeats: int = 5, steps: int = 10) -> dict:
+    """Where one decode step's time goes (see the module docstring, ``budget``), in ms."""
+    linear = model.transformer.decode_linear
+    mods = [m for m in model.transformer.modules() if isinstance(m, torch.nn.Linear)] + [model.head]
+    xs = [torch.randn(1, 1, m.in_features, device=device) for m in mods]
+
+    def linears() -> None:
+        for m, x in zip(mods, xs):
+            linear(x, m.weight, m.bias, False)
+
+    model.transformer.setup_cache(1, fill + steps, device=device)
+    tok = torch.zeros(1, dtype=torch.long, device=device)
+    pos, phone_lens = torch.zeros(1, dtype=torch.long, device=device), torch.full((1,), fill, device=device)
+
+    def decode_steps() -> None:
+        for i in range(steps):
+            model.decode_one_token(tok, pos + i, fill + i, None, phone_lens)
+
+    try:
+        with decode_threads(model):
+            t_lin = min(timed(linears, device)[0] for _ in range(repeats + 1))
+            t_step = min(timed(decode_steps, device)[0] for _ in range(repeats + 1)) / steps
+    finally:
+        model.transformer.reset_cache()
+    return {
+        "read_gb_s": round(read_gb_s, 1),
+        "weight_mb_per_step": round(weight_bytes / 2**20, 1),
+        "read_bound_ms": round(weight_bytes / read_gb_s / 1e6, 2),
+        "linears_ms": round(t_lin * 1e3, 2),
+        "linears_gb_s": round(weight_bytes / t_lin / 1e9, 1),
+        "step_ms": round(t_step * 1e3, 2),
+        "attention_and_small_ops_ms": round((t_step - t_lin) * 1e3, 2),
+        "loop_ms": round(loop_ms, 2),
+        "sampling_and_loop_ms": round(loop_ms - t_step * 1e3, 2),
+        "cache_slots": fill,
+    }
 
 
 def decode_weight_bytes(model: Text2Semantic, packed_mb: float | None = None) -> int:
@@ -112,7 +170,8 @@ def main(args: argparse.Namespace) -> None:
     if args.weights != "fp32" and args.agreement_steps > 0:
         agreement = vars(compare_with_fp32(model, phones[0], prompt[0], args.agreement_steps, args.weights,
                                            kernel=args.kernel))
-    fmt_info = vars(use_weight_format(model, args.weights, args.kernel))
+    threads = args.decode_threads if args.decode_threads == "auto" else int(args.decode_threads)
+    fmt_info = vars(use_weight_format(model, args.weights, args.kernel, threads))
     if args.compile:
         compile_decode_step(model)
 
@@ -141,6 +200,8 @@ def main(args: argparse.Namespace) -> None:
 
     bandwidth = max(bandwidths)
     w_bytes = decode_weight_bytes(model, fmt_info["transformer_weight_mb"])
+    budget = step_budget(model, device, args.n_phones + args.n_prompt + args.new_tokens // 2, w_bytes,
+                         read_bandwidth(device, args.read_mb * 2**20), 1e3 / decode_tok_s)
     bound = bandwidth * 1e9 / w_bytes
     cached_tok_s = args.new_tokens / t_cached
     uncached_tok_s = args.uncached_tokens / t_uncached
@@ -173,6 +234,7 @@ def main(args: argparse.Namespace) -> None:
         "speedup_cached_vs_uncached": round(cached_tok_s / uncached_tok_s, 1),
         "weight_mb_per_step": round(w_bytes / 2**20, 1),
         "kv_cache_mb_per_step_avg": round(kv_bytes / 2**20, 1),
+        "budget": budget,
         "bandwidth_gb_s": round(bandwidth, 1),
         "bandwidth_samples_gb_s": [round(b, 1) for b in bandwidths],
         "bound_tok_s": round(bound, 1),
@@ -199,6 +261,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="cached runs (best time is reported)")
     p.add_argument("--preset", default="gshead", choices=sorted(PRESETS), help="sampling preset")
     p.add_argument("--copy-mb", type=int, default=512, help="size of the bandwidth-probe copy in MiB")
+    p.add_argument("--decode-threads", default="auto",
+                   help="torch threads of the decode step: a number, or auto (the faster of --threads and 1, timed)")
+    p.add_argument("--read-mb", type=int, default=150, help="size of the read-bandwidth probe (a sum) in MiB")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     p.add_argument("--weights", default="fp32", choices=WEIGHT_FORMATS, help="weight format of the decode step")
     p.add_argument("--kernel", default="auto", choices=KERNELS,

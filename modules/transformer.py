@@ -115,9 +115,15 @@ def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = F
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def onednn_linear_usable(weight: Tensor) -> bool:
-    """Whether ``onednn_linear`` can run with this weight (fp32, CPU, oneDNN built in)."""
-    return _HAS_ONEDNN_LINEAR and weight.device.type == "cpu" and weight.dtype == torch.float32
+def onednn_linear_usable(weight: Tensor, dtype: torch.dtype | None = None) -> bool:
+    """Whether ``onednn_linear`` can run with this weight cast to ``dtype`` (default: its own): fp32, or bf16
+    where oneDNN has a bf16 path on this CPU (AVX-512 BW/VL/DQ or AVX-NE-CONVERT; elsewhere its reorder raises)."""
+    if not (_HAS_ONEDNN_LINEAR and weight.device.type == "cpu"):
+        return False
+    dtype = weight.dtype if dtype is None else dtype
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return dtype == torch.float32
 
 
 class SelfAttention(nn.Module):

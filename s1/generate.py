@@ -34,6 +34,7 @@ from torch import Tensor
 from s1.loops import LoopDetector
 from s1.model import Text2Semantic, prefix_lm_mask
 from s1.sampling import SamplingParams, apply_repetition_penalty_, pick_tokens, token_presence
+from s1.weights import decode_threads
 from s1.weights import refresh as refresh_decode_weights
 
 DEFAULT_TOKENS_PER_PHONEME = 10.0  # 25 Hz tokens; speech runs ~3-25 phonemes/s, so < 8.3 tokens/phoneme
@@ -274,7 +275,8 @@ def generate_steps(
             if use_cache:
                 cur = s0 + step  # cache slot of this step's token
                 mask = dec_mask[:, :, :, : cur + 1] if padded else None
-                logits = model.decode_one_token(tok, positions, cur, mask, phone_lens)
+                with decode_threads(model):  # the thread count timed fastest for this step (s1.weights)
+                    logits = model.decode_one_token(tok, positions, cur, mask, phone_lens)
             else:
                 seq = torch.cat([seq, model.embed_tokens(tok[:, None], positions[:, None])], dim=1)
                 key_valid = torch.cat([key_valid, key_valid.new_ones(len(alive), 1)], dim=1)

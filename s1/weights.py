@@ -20,10 +20,21 @@ themselves are unchanged (fp32). Per format, each transformer ``Linear`` becomes
   ``torch.ops.aten._weight_int8pack_mm`` on bf16 inputs (its fast CPU path), then
   ``y * scale + bias`` in fp32. CPU only.
 
-For fp32 and bf16 the kernel (``F.linear`` = "plain", or "onednn") is chosen by timing both
-over the model's own weights, one row, when the format is set (``kernel="auto"``; the choice
-and the timings are in the returned ``FormatInfo``): which one is faster depends on the CPU,
-the BLAS torch was built with and the load, so no machine's result is built in.
+For fp32 and bf16 the kernel (``F.linear`` = "plain", or "onednn" where oneDNN supports the
+format on this CPU) is chosen by timing both over the model's own weights, one row, when the
+format is set (``kernel="auto"``; the choice and the timings are in the returned ``FormatInfo``):
+which one is faster depends on the CPU, the BLAS torch was built with and the load, so no
+machine's result is built in. The timings of a bf16 or int8 pack also hold fp32's (``"fp32"``),
+and a format slower than fp32 here warns (bf16 on CPUs without AVX-512 BF16/AMX is emulated and
+runs ~30x slower than fp32 on a 2-core AVX2 EPYC).
+
+Threads of the decode step (``threads="auto"``): one decode step is a chain of ~300 small ops,
+mostly single-row matrix-vector products; each op that torch runs in parallel wakes the other
+threads and waits for them, which on a shared machine (or with ``OMP_WAIT_POLICY=PASSIVE``) can
+cost more than it saves (int8 steps ran at 48 tok/s on one thread vs 33 on two on a loaded 2-core
+VM). So the step is timed at torch's thread count and at one thread when the format is set, and
+``s1.generate`` runs each decode step with the faster count (``decode_threads``); prefill,
+sampling and everything else keep torch's setting. An int fixes the count.
 
 The output head (``[V, D]``, 1 % of the weights) is kept in fp32 in every format, so the
 logits are computed exactly from the hidden state. Packed weights are snapshots: after the
@@ -33,8 +44,10 @@ packs them again.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +59,7 @@ from modules.transformer import onednn_linear, onednn_linear_usable, plain_linea
 WEIGHT_FORMATS = ("fp32", "bf16", "int8")
 KERNELS = ("auto", "plain", "onednn")
 BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "int8": 1}
+ONEDNN_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 INT8_K_MULTIPLE = 16
 
 Packed = Callable[[Tensor, bool], Tensor]  # (x [..., K], relu) -> [..., N]
@@ -111,13 +125,16 @@ def pack_int8(weight: Tensor, bias: Tensor | None) -> Packed:
 @dataclass
 class FormatInfo:
     """What ``use_weight_format`` set up: format, kernel of the transformer linears, MB of their weights read
-    per step, the kernels' timings (``kernel="auto"``), packing time."""
+    per step, ms of one step's linears per kernel (``kernel="auto"``; bf16/int8 also time fp32's as ``"fp32"``),
+    packing time, threads of the decode step and ms per step at each count timed (``threads="auto"``)."""
 
     weight_format: str
     kernel: str
     transformer_weight_mb: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     pack_s: float = 0.0
+    threads: int | None = None
+    step_ms_by_threads: dict[int, float] = field(default_factory=dict)
 
 
 class PackedLinears:
@@ -152,20 +169,92 @@ def _time_pass(fns: list[Packed], xs: list[Tensor]) -> float:
 PACKERS = {"fp32": pack_fp32, "bf16": pack_bf16, "int8": lambda w, b, kernel: pack_int8(w, b)}
 
 
+def usable_kernels(linears: list[nn.Linear], fmt: str) -> list[str]:
+    """The kernels format ``fmt`` can run with here: int8 has one; "onednn" only where oneDNN supports the dtype."""
+    if fmt == "int8":
+        return ["int8pack"]
+    onednn = bool(linears) and onednn_linear_usable(linears[0].weight, ONEDNN_DTYPE[fmt])
+    return ["plain", "onednn"] if onednn else ["plain"]
+
+
 @torch.inference_mode()
 def choose_kernel(linears: list[nn.Linear], fmt: str, rounds: int = 3) -> tuple[str, dict[str, float]]:
     """Time one decode step's worth of linears in format ``fmt`` (one row, the model's own weights) per kernel,
-    interleaved, best of ``rounds``: -> (the faster kernel, ms per pass of each). int8 has one kernel."""
-    if fmt == "int8" or not linears or not onednn_linear_usable(linears[0].weight):
-        return ("int8pack" if fmt == "int8" else "plain"), {}
+    interleaved, best of ``rounds``: -> (the fastest kernel, ms per pass of each). For bf16 and int8 the pass
+    of fp32 ``F.linear`` is timed too (key ``"fp32"``, never chosen) so that a format slower than fp32 shows."""
+    kernels = usable_kernels(linears, fmt)
+    if not linears or linears[0].weight.device.type != "cpu" or (fmt == "fp32" and len(kernels) == 1):
+        return kernels[0], {}
     xs = [torch.randn(1, 1, m.in_features, device=m.weight.device) for m in linears]
-    fns = {k: [PACKERS[fmt](m.weight, m.bias, k) for m in linears] for k in ("plain", "onednn")}
+    fns = {k: [PACKERS[fmt](m.weight, m.bias, k) for m in linears] for k in kernels}
+    if fmt != "fp32":
+        fns["fp32"] = [pack_fp32(m.weight, m.bias) for m in linears]
     best = {k: float("inf") for k in fns}
     for k in fns:  # warm-up: primitive creation, first touch
         _time_pass(fns[k], xs)
     for _ in range(rounds):
         for k, f in fns.items():
             best[k] = min(best[k], _time_pass(f, xs))
+    chosen = min(kernels, key=best.get)
+    if fmt != "fp32" and best[chosen] > best["fp32"]:
+        warnings.warn(f"{fmt} weights: one step's linears take {best[chosen] * 1e3:.1f} ms here vs "
+                      f"{best['fp32'] * 1e3:.1f} ms in fp32 (this CPU has no fast {fmt} kernel); "
+                      "fp32 decodes faster on it", stacklevel=3)
+    return chosen, {k: round(v * 1e3, 3) for k, v in best.items()}
+
+
+@contextlib.contextmanager
+def thread_count(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None or the current count: unchanged), then restore."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def decode_threads(model: nn.Module) -> contextlib.AbstractContextManager:
+    """``thread_count`` of the model's packed decode step (``FormatInfo.threads``; unchanged when unpacked)."""
+    packed = getattr(model.transformer, "decode_linear", None)
+    return thread_count(packed.info.threads if isinstance(packed, PackedLinears) else None)
+
+
+@torch.inference_mode()
+def choose_threads(model: nn.Module, rounds: int = 3, steps: int = 8, prefix: int = 64) -> tuple[int, dict[int, float]]:
+    """Time cached decode steps of ``model`` (one row, a zero cache of ``prefix`` slots, its packed linears) at
+    torch's thread count and at one thread, interleaved, best of ``rounds``: -> (the faster count, ms per step
+    of each). Nothing is timed (-> torch's count) on one thread, off CPU, or while a cache is in use."""
+    n = torch.get_num_threads()
+    tr = model.transformer
+    if n == 1 or model.head.weight.device.type != "cpu" or tr.caches is not None:
+        return n, {}
+    step = type(model).decode_one_token  # the eager method, even if the instance's is compiled or wrapped
+    tok = torch.zeros(1, dtype=torch.long)
+    pos, phone_lens = torch.zeros(1, dtype=torch.long), torch.full((1,), prefix, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    tr.setup_cache(1, prefix + steps)
+    try:
+        def per_step(threads: int) -> float:
+            with thread_count(threads):
+                t0 = time.perf_counter()
+                for i in range(steps):
+                    step(model, tok, pos + i, prefix + i, None, phone_lens)
+                return (time.perf_counter() - t0) / steps
+
+        best = {k: float("inf") for k in (n, 1)}
+        for k in best:
+            per_step(k)  # warm-up
+        for _ in range(rounds):
+            for k in best:
+                best[k] = min(best[k], per_step(k))
+    finally:
+        tr.reset_cache()
+        model.train(was_training)
     return min(best, key=best.get), {k: round(v * 1e3, 3) for k, v in best.items()}
 
 
@@ -180,10 +269,8 @@ def pack_linears(model: nn.Module, fmt: str, kernel: str = "auto") -> PackedLine
     onednn_ok = bool(linears) and onednn_linear_usable(linears[0].weight)
     if kernel == "auto":
         kernel, timings = choose_kernel(linears, fmt)
-    elif fmt == "int8":
-        kernel = "int8pack"
-    elif kernel == "onednn" and not onednn_ok:
-        kernel = "plain"
+    elif kernel not in usable_kernels(linears, fmt):  # int8: its one kernel; oneDNN where unsupported: F.linear
+        kernel = usable_kernels(linears, fmt)[0]
     table: dict[int, Packed] = {}
     sources: list[Tensor] = []
     n_bytes = 0
@@ -200,11 +287,24 @@ def pack_linears(model: nn.Module, fmt: str, kernel: str = "auto") -> PackedLine
     return PackedLinears(table, sources, info)
 
 
-def use_weight_format(model: nn.Module, fmt: str = "fp32", kernel: str = "auto") -> FormatInfo:
-    """Set the weight format of ``model``'s cached decoding (an S1 ``Text2Semantic``); returns what was set up."""
-    packed = pack_linears(model, fmt, kernel)
+def _install(model: nn.Module, packed: PackedLinears, threads: int | str) -> PackedLinears:
+    """Make ``packed`` the model's decode linears and set the decode step's thread count (timed if "auto")."""
     model.transformer.decode_linear = packed
-    model.decode_format = (fmt, kernel)
+    if threads == "auto":
+        packed.info.threads, packed.info.step_ms_by_threads = choose_threads(model)
+    else:
+        packed.info.threads = int(threads)
+    return packed
+
+
+def use_weight_format(model: nn.Module, fmt: str = "fp32", kernel: str = "auto",
+                      threads: int | str = "auto") -> FormatInfo:
+    """Set the weight format of ``model``'s cached decoding (an S1 ``Text2Semantic``); returns what was set up.
+    ``threads``: the decode step's torch thread count, or "auto" (the faster of torch's count and one, timed)."""
+    if threads != "auto" and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be 'auto' or a positive int, got {threads!r}")
+    packed = _install(model, pack_linears(model, fmt, kernel), threads)
+    model.decode_format = (fmt, kernel, threads)
     return packed.info
 
 
@@ -213,12 +313,11 @@ def refresh(model: nn.Module) -> PackedLinears:
     packed = getattr(model.transformer, "decode_linear", None)
     if isinstance(packed, PackedLinears) and packed.fresh():
         return packed
-    fmt, kernel = getattr(model, "decode_format", ("fp32", "auto"))
-    if isinstance(packed, PackedLinears) and kernel == "auto" and packed.info.kernel in KERNELS:
-        kernel = packed.info.kernel  # stale weights, same format: keep the kernel measured before
-    packed = pack_linears(model, fmt, kernel)
-    model.transformer.decode_linear = packed
-    return packed
+    fmt, kernel, threads = getattr(model, "decode_format", ("fp32", "auto", "auto"))
+    if isinstance(packed, PackedLinears):  # stale weights, same format: keep the kernel and threads measured before
+        kernel = packed.info.kernel if kernel == "auto" and packed.info.kernel in KERNELS else kernel
+        threads = packed.info.threads if threads == "auto" and packed.info.threads else threads
+    return _install(model, pack_linears(model, fmt, kernel), threads)
 
 
 @dataclass

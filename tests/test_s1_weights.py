@@ -116,6 +116,8 @@ def test_grad_mode_never_uses_packed_weights() -> None:
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN not built in")
 @pytest.mark.parametrize("fmt", ["fp32", "bf16"])
 def test_kernels_give_the_same_logits(fmt: str) -> None:
+    if fmt == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("oneDNN has no bf16 path on this CPU (see test_bf16_without_onednn_support_runs_plain)")
     model = tiny_model(4)
     phones, prompt = inputs(4)
     logits = {}
@@ -126,4 +128,47 @@ def test_kernels_give_the_same_logits(fmt: str) -> None:
     tol = 1e-5 if fmt == "fp32" else 0.02 * float(logits["plain"].abs().max())
     torch.testing.assert_close(logits["onednn"], logits["plain"], atol=tol, rtol=0)
     auto = use_weight_format(model, fmt)
-    assert auto.kernel in ("plain", "onednn") and set(auto.timings_ms) == {"plain", "onednn"}
+    timed = {"plain", "onednn"} | ({"fp32"} if fmt != "fp32" else set())  # bf16 also times fp32's pass
+    assert auto.kernel in ("plain", "onednn") and set(auto.timings_ms) == timed
+
+
+def test_bf16_without_onednn_support_runs_plain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPUs where oneDNN has no bf16 path (its weight reorder raises there), bf16 asks for F.linear, even when
+    oneDNN is requested, and still agrees with fp32."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    model = tiny_model(5)
+    phones, prompt = inputs(5)
+    for kernel in ("onednn", "auto"):
+        info = use_weight_format(model, "bf16", kernel)
+        assert info.kernel == "plain", info
+    assert set(info.timings_ms) == {"plain", "fp32"}
+    agree = compare_with_fp32(model, phones, prompt, steps=30, fmt="bf16", kernel="onednn")
+    assert agree.argmax_agreement >= 0.95 and model.transformer.decode_linear.info.kernel == "plain"
+
+
+@pytest.mark.parametrize("fmt", WEIGHT_FORMATS)
+def test_decode_threads_are_timed_and_restored(fmt: str) -> None:
+    """threads="auto" times the decode step at torch's count and at one thread and picks one of them; generation
+    runs its steps with it, restores torch's count, and gives the same tokens as with either count fixed."""
+    model = tiny_model(6)
+    phones, prompt = inputs(6)
+    greedy = PRESETS["greedy"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        info = use_weight_format(model, fmt)
+        assert info.threads in (1, 2) and set(info.step_ms_by_threads) == {1, 2}, info
+        assert torch.get_num_threads() == 2 and model.transformer.caches is None and not model.training
+        runs = []
+        for threads in ("auto", 1, 2):
+            use_weight_format(model, fmt, threads=threads)
+            runs.append(generate(model, [phones], [prompt], greedy, max_new_tokens=12)[0])
+            assert torch.get_num_threads() == 2
+        fixed = model.transformer.decode_linear.info
+        assert fixed.threads == 2 and fixed.step_ms_by_threads == {}
+        for other in runs[1:]:
+            assert torch.equal(other, runs[0])
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads must be"):
+        use_weight_format(model, fmt, threads=0)

@@ -130,7 +130,7 @@ class S2TrainConfig:
     c_commit: float = 1.0
     c_fm: float = 1.0
     c_gen: float = 1.0
-    c_prior_mean: float = 0.0  # weight of the noise-free prior-mean target (modules.losses.prior_mean_loss; 0: off)
+    c_prior_mean: float = 0.0  # weight of the extra prior-mean target (modules.losses.prior_mean_loss; 0: off)
     text_low_lr_rate: float = 1.0
     precision: str = "auto"
     grad_clip: float = 0.0

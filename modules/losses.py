@@ -58,14 +58,16 @@ def kl_loss(z_p: Tensor, logs_q: Tensor, m_p: Tensor, logs_p: Tensor, z_mask: Te
 
 
 def prior_mean_loss(m_p: Tensor, logs_p: Tensor, target: Tensor, z_mask: Tensor) -> Tensor:
-    """Noise-free regression of the prior mean on ``target = flow(m_q)``, per real frame, summed over channels.
+    """Regression of the prior mean on ``target = flow(m_q)``, per real frame, summed over channels.
 
     m_p, logs_p: prior; target: the posterior *mean* through the flow; all [B, C, T]; z_mask: [B, 1, T].
     ``Σ ½ (m_p - target)² e^{-2 logs_p} · mask / Σ mask`` with ``target`` and ``logs_p`` detached: only
     the prior mean learns from it. It is the KL's quadratic term with the posterior sample
     replaced by its mean, i.e. the KL's gradient for ``m_p`` without the sampling noise
-    (exact for an affine flow). That noise is what lets the prior collapse to a constant
-    early in training (``c_prior_mean`` in the S2 config; README, "Learning").
+    (exact for an affine flow). Added with weight ``c_prior_mean`` on top of the KL, it keeps
+    a small S2 trained from scratch from collapsing its prior mean to a constant (README,
+    "Learning": measured, the gain needs the extra weight; the same term in place of the KL's
+    own ``m_p`` term, at the KL's weight, did not help).
     """
     with _no_autocast(m_p):
         m_p, logs_p, target, z_mask = (t.float() for t in (m_p, logs_p, target, z_mask))

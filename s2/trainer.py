@@ -8,7 +8,7 @@ One process or torchrun DDP. Per batch (spec §3.3/§3.4), in this order:
 3. the updated discriminator judges the generated slice again (its own parameters frozen
    for this pass, so no discriminator gradient is computed or all-reduced); generator loss
    ``c_mel·mel L1 + c_kl·KL + c_commit·commitment + c_fm·feature matching + c_gen·LSGAN``
-   (+ ``c_prior_mean``·the noise-free prior-mean target when it is > 0), backward, step of
+   (+ ``c_prior_mean``·the prior-mean target when it is > 0), backward, step of
    ``optim_g``; one ``GradScaler.update()`` (fp16 only).
 
 AdamW for both (weight decay 0.01 as the original, from the config); the learning rate

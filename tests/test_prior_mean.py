@@ -1,7 +1,6 @@
-"""The noise-free prior-mean target (``train.c_prior_mean``, ``modules.losses.prior_mean_loss``).
+"""The extra prior-mean target (``train.c_prior_mean``, ``modules.losses.prior_mean_loss``).
 
-Without it the S2 prior learns its mean from the KL's single posterior sample only; early in
-training that sample is almost all noise, the prior mean collapses to a constant and the
+Without it the demo's S2 collapses its prior mean to a constant within 200 steps and the
 prior path (what inference uses) stays flat for hundreds of steps (README, "Learning").
 """
 

@@ -27,7 +27,8 @@ full length. Prints one JSON object:
   the same with the copy rate counted as bytes copied per second (half the read + write rate).
 - ``load_avg_1min``: the machine's load when the run ended (other processes skew timings).
 - ``weights``: the weight format of the decode step (``s1.weights``: fp32 / bf16 / int8), the fp32
-  kernel chosen by measurement (F.linear or oneDNN, with both timings) and the packing time;
+  kernel chosen by measurement (F.linear, oneDNN or a transposed copy through addmm, with the timings),
+  the packing time and the decode step's thread count (timed: torch's or one, ``--decode-threads``);
   ``agreement``: the format against fp32 over ``--agreement-steps`` greedy tokens (teacher-forced
   argmax agreement, logits max abs diff, free-running identical tokens; skipped for fp32).
 - ``compile_s``: with ``--compile``, the wall time of the first (compiling) run minus a later one.

@@ -12,6 +12,7 @@ from s1.weights import (
     WEIGHT_FORMATS,
     PackedLinears,
     compare_with_fp32,
+    pack_fp32,
     pack_int8,
     quantize_int8,
     refresh,
@@ -120,16 +121,37 @@ def test_kernels_give_the_same_logits(fmt: str) -> None:
         pytest.skip("oneDNN has no bf16 path on this CPU (see test_bf16_without_onednn_support_runs_plain)")
     model = tiny_model(4)
     phones, prompt = inputs(4)
+    kernels = ("plain", "onednn", "transposed") if fmt == "fp32" else ("plain", "onednn")
     logits = {}
-    for kernel in ("plain", "onednn"):
+    for kernel in kernels:
         info = use_weight_format(model, fmt, kernel)
         assert info.kernel == kernel
         logits[kernel] = teacher_forced_logits(model, phones, prompt, torch.arange(10))
     tol = 1e-5 if fmt == "fp32" else 0.02 * float(logits["plain"].abs().max())
-    torch.testing.assert_close(logits["onednn"], logits["plain"], atol=tol, rtol=0)
+    for kernel in kernels[1:]:
+        torch.testing.assert_close(logits[kernel], logits["plain"], atol=tol, rtol=0)
     auto = use_weight_format(model, fmt)
-    timed = {"plain", "onednn"} | ({"fp32"} if fmt != "fp32" else set())  # bf16 also times fp32's pass
-    assert auto.kernel in ("plain", "onednn") and set(auto.timings_ms) == timed
+    timed = set(kernels) | ({"fp32"} if fmt != "fp32" else set())  # bf16 also times fp32's pass
+    assert auto.kernel in kernels and set(auto.timings_ms) == timed
+
+
+def test_transposed_fp32_kernel_equals_f_linear() -> None:
+    """The "transposed" fp32 kernel (addmm on a [K, N] copy) computes F.linear (+ ReLU), with and without bias,
+    for one row and for a prefill's rows, and greedy generation gives the same tokens as with F.linear."""
+    w, b = torch.randn(48, 32), torch.randn(48)
+    for x in (torch.randn(1, 1, 32), torch.randn(2, 7, 32)):
+        for bias in (b, None):
+            for relu in (False, True):
+                ref = torch.nn.functional.linear(x, w, bias)
+                ref = torch.relu(ref) if relu else ref
+                torch.testing.assert_close(pack_fp32(w, bias, "transposed")(x, relu), ref, atol=1e-5, rtol=1e-5)
+    model = tiny_model(7)
+    phones, prompt = inputs(7)
+    tokens = {}
+    for kernel in ("plain", "transposed"):
+        use_weight_format(model, "fp32", kernel)
+        tokens[kernel] = generate(model, [phones], [prompt], PRESETS["greedy"], max_new_tokens=30)[0]
+    assert torch.equal(tokens["plain"], tokens["transposed"])
 
 
 def test_bf16_without_onednn_support_runs_plain(monkeypatch: pytest.MonkeyPatch) -> None:

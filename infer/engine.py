@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from common.config import S1InferenceConfig
-from infer.decoder import DecodeOptions
+from infer.decoder import DecodeOptions, generator_dtype
 from infer.errors import GenerationError, InferenceError
 from infer.loading import LoadedS1, LoadedS2, check_pair, load_s1, load_s2, pick_device, speaker_row
 from infer.reference import ReferenceAudio, ReferenceOptions, prompt_tokens
@@ -258,7 +258,8 @@ class TTSEngine:
         for i, piece in enumerate(pieces):
             if i and len(pause):
                 yield pause
-            streamer = PieceStreamer(self.s2, torch.tensor(piece.ids), ge, decode.seed + i, decode.noise_scale, stream)
+            streamer = PieceStreamer(self.s2, torch.tensor(piece.ids), ge, decode.seed + i, decode.noise_scale, stream,
+                                     generator_dtype(decode.precision, self.s2.device))
             steps = self._s1_steps([piece], i, prompt, opts, [caps[i]])
             while True:
                 try:

@@ -73,13 +73,14 @@ class PieceStreamer:
     """Incremental S2 decoding of one piece (see the module docstring).
 
     phones: [L] the piece's phoneme ids; ge: [1, gin, 1] style vector (``SynthesizerTrn.style``)
-    or None; seed: the piece's noise seed (``decode_pieces`` uses ``seed + piece index``).
+    or None; seed: the piece's noise seed (``decode_pieces`` uses ``seed + piece index``);
+    dec_dtype: the generator's autocast dtype (``infer.decoder.generator_dtype`` of ``--s2-precision``) or None.
     """
 
     def __init__(self, s2: LoadedS2, phones: Tensor, ge: Tensor | None, seed: int, noise_scale: float,
-                 opts: StreamOptions):
+                 opts: StreamOptions, dec_dtype: torch.dtype | None = None):
         opts.check(s2.samples_per_token)
-        self.s2, self.ge, self.noise_scale, self.opts = s2, ge, noise_scale, opts
+        self.s2, self.ge, self.noise_scale, self.opts, self.dec_dtype = s2, ge, noise_scale, opts, dec_dtype
         self.text = torch.as_tensor(phones, dtype=torch.long).to(s2.device)[None]  # [1, L]
         self.text_lengths = torch.tensor([self.text.size(1)], device=s2.device)
         self.noise = PriorNoise(seed, s2.generator.enc_p.out_channels)
@@ -110,7 +111,8 @@ class PieceStreamer:
         noise = self.noise.frames(0, n * fpt)[None].to(self.s2.device)  # [1, C, n · fpt]
         z, _ = gen.prior_latent(codes, self.text, self.text_lengths, self.ge, self.noise_scale, noise=noise)
         start = max(0, self.emitted - self.opts.context_tokens)
-        wav = gen.dec(z[:, :, start * fpt:], g=self.ge)[0, 0].float().cpu().numpy()  # samples [start·spt, n·spt)
+        wav = gen.render(z[:, :, start * fpt:], self.ge, dec_dtype=self.dec_dtype)  # [1, 1, (n - start) · spt]
+        wav = wav[0, 0].cpu().numpy()  # samples [start·spt, n·spt)
         lo, hi = (self.emitted - start) * spt, (end - start) * spt
         out = wav[lo:hi].copy()
         if not np.isfinite(out).all():

@@ -237,10 +237,17 @@ class SynthesizerTrn(nn.Module):
         z, y_mask = self.prior_latent(codes, text, text_lengths, ge, noise_scale, code_lengths, generator, noise)
         frame_lengths = y_mask.sum(dim=(1, 2)).long()  # [B]
         padded = bool((frame_lengths < z.size(2)).any())
-        with torch.autocast(z.device.type, dtype=dec_dtype or torch.bfloat16, enabled=dec_dtype is not None):
-            wav = self.dec(z, g=ge, x_mask=y_mask if padded else None).float()  # [B, 1, T · hop]
+        wav = self.render(z, ge, y_mask if padded else None, dec_dtype)  # [B, 1, T · hop]
         sample_mask = frame_mask(frame_lengths * self.hop_length, wav.size(2), wav.dtype)
         return wav * sample_mask
+
+    @torch.no_grad()
+    def render(self, z: Tensor, ge: Tensor | None, x_mask: Tensor | None = None,
+               dec_dtype: torch.dtype | None = None) -> Tensor:
+        """The HiFi-GAN generator on ``z [B, inter, T]`` with style ``ge`` (``x_mask [B, 1, T]`` for padded rows),
+        under autocast to ``dec_dtype`` when given -> fp32 wav [B, 1, T · hop]."""
+        with torch.autocast(z.device.type, dtype=dec_dtype or torch.bfloat16, enabled=dec_dtype is not None):
+            return self.dec(z, g=ge, x_mask=x_mask).float()
 
     @torch.no_grad()
     def style(self, refer_spec: Tensor | None, refer_lengths: Tensor | None = None,

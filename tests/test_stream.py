@@ -68,9 +68,9 @@ def _tiny_s2(attention: bool) -> LoadedS2:
 
 
 def _stream_piece(s2: LoadedS2, tokens: torch.Tensor, phones: torch.Tensor, spec: torch.Tensor, seed: int,
-                  opts: StreamOptions) -> list[np.ndarray]:
+                  opts: StreamOptions, dec_dtype: torch.dtype | None = None) -> list[np.ndarray]:
     """Chunks of one piece when its tokens arrive one by one."""
-    st = PieceStreamer(s2, phones, s2.generator.style(spec), seed, 0.5, opts)
+    st = PieceStreamer(s2, phones, s2.generator.style(spec), seed, 0.5, opts, dec_dtype)
     chunks = [st.push(tokens[:n]) for n in range(1, len(tokens) + 1)]
     chunks.append(st.push(tokens, final=True))
     return [c for c in chunks if len(c)]
@@ -97,6 +97,20 @@ def test_piece_stream_matches_one_shot(attention: bool, opts: StreamOptions, min
     other = torch.randint(0, s2.codebook_size, (45,), generator=g)
     other_wav = decode_pieces(s2, [other], [phones], spec, DecodeOptions(seed=3))[0]
     assert snr_db(one, other_wav) < 15.0  # the output does depend on the tokens: the SNR above means something
+
+
+def test_streaming_follows_the_s2_precision() -> None:
+    """--s2-precision bf16 reaches the streamed windows too: they match the one-shot bf16 decode, not fp32's."""
+    s2 = _tiny_s2(False)
+    g = torch.Generator().manual_seed(5)
+    tokens = torch.randint(0, s2.codebook_size, (30,), generator=g)
+    phones = torch.randint(1, 300, (12,), generator=g)
+    spec = torch.randn(1, s2.cfg.data.spec_channels, 40, generator=g).abs()
+    fp32, bf16 = (decode_pieces(s2, [tokens], [phones], spec, DecodeOptions(seed=3, precision=p))[0]
+                  for p in ("fp32", "bf16"))
+    streamed = np.concatenate(_stream_piece(s2, tokens, phones, spec, 3, StreamOptions(), torch.bfloat16))
+    assert snr_db(bf16, streamed) >= 40.0  # bf16 windows agree with each other like fp32's do
+    assert snr_db(bf16, streamed) > snr_db(fp32, streamed) + 10.0  # and it is bf16 that ran, not fp32
 
 
 def test_stream_options_are_checked() -> None:

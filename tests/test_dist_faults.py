@@ -10,6 +10,7 @@ imports, so a slow import on a loaded machine does not count against the timeout
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -196,5 +197,8 @@ def test_training_rank_that_dies_or_hangs_ends_the_other(fault: str, s1_dump: S1
     assert procs[0].returncode == 1, out[-3000:]
     assert elapsed < timeout_s + SLACK_S, f"rank 0 took {elapsed:.1f} s to give up (timeout {timeout_s} s)"
     assert "Traceback" not in out, out[-3000:]
-    assert out.strip().splitlines()[-1].startswith("train_s1.py: rank 0 of 2: communication with the other ranks "
-                                                   "failed"), out[-1000:]
+    # The peer is noticed either inside DDP's backward ("communication with the other ranks failed") or in one
+    # of the trainer's own collectives ("all_reduce failed"), whichever runs when the timeout hits.
+    last = out.strip().splitlines()[-1]
+    assert re.match(r"train_s1\.py: rank 0 of 2: (communication with the other ranks|\w+) failed: another rank "
+                    r"died or did not (answer|reach)", last), out[-1000:]

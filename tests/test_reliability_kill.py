@@ -50,6 +50,13 @@ SEED = 20240611
 CPU = DistInfo(0, 0, 1, torch.device("cpu"))
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, as in a terminal. An ignored SIGINT is inherited
+    across exec and Python then installs no KeyboardInterrupt handler; in the full suite the pytest process
+    has ended up ignoring SIGINT, and the Ctrl-C tests' children then ran to the end."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Proc:
     """A pipeline script running in the background, its output going to a file we can poll."""
 
@@ -57,7 +64,8 @@ class Proc:
         self.log = log
         with open(log, "w", encoding="utf-8") as out:
             self.proc = subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO,
-                                         env=script_env(), stdout=out, stderr=subprocess.STDOUT)
+                                         env=script_env(), stdout=out, stderr=subprocess.STDOUT,
+                                         preexec_fn=_default_sigint)
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")

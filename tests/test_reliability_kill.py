@@ -52,8 +52,8 @@ CPU = DistInfo(0, 0, 1, torch.device("cpu"))
 
 def _default_sigint() -> None:
     """In the child before exec: SIGINT back to its default, as in a terminal. An ignored SIGINT is inherited
-    across exec and Python then installs no KeyboardInterrupt handler; in the full suite the pytest process
-    has ended up ignoring SIGINT, and the Ctrl-C tests' children then ran to the end."""
+    across exec and Python then installs no KeyboardInterrupt handler: pytest started as ``pytest &`` from a
+    non-interactive shell (which ignores SIGINT in such jobs) made the Ctrl-C tests' children run to the end."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 

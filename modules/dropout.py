@@ -4,10 +4,12 @@
 through ``bernoulli_`` (outside Intel CPUs, where MKL is not used, one generator call and one
 double comparison per element), then divides the mask and multiplies: three passes over the
 tensor and a float mask kept for backward. Here the keep mask comes from 64-bit random words
-of the same default generator, split into two 32-bit integers each (half the generator calls),
-compared once with a threshold: an element is kept with probability ``1 - p`` to within
-``2**-32`` (finer than ``bernoulli_``'s 24-bit floats), as a bool mask. Same distribution
-as ``F.dropout``, other random draws; ``torch.manual_seed`` / ``set_rng_state`` make it repeat.
+of the same default generator, split into four 16-bit integers each (a quarter of the
+generator calls, which run serially and were ~20 % of an S1 training step), compared once with
+a threshold: an element is kept with probability ``1 - p`` to within ``2**-17`` (the rate is
+``p`` rounded to a multiple of ``2**-16``: 0.1 becomes 0.100006), as a bool mask. Otherwise the
+same distribution as ``F.dropout``, other random draws; ``torch.manual_seed`` /
+``set_rng_state`` make it repeat.
 
 ``attention_dropout`` is scaled dot-product attention with dropout on the attention
 probabilities, written out for CPU training, where ``F.scaled_dot_product_attention`` with
@@ -29,11 +31,13 @@ from torch import Tensor
 
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> Tensor:
-    """Bool ``shape``: True with probability ``1 - p`` (to within ``2**-32``), from the default generator."""
+    """Bool ``shape``: True with probability ``1 - p`` (to within ``2**-17``), from the default generator."""
     n = math.prod(shape)
-    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-(2**63), None)
-    draws = words.view(torch.int32)[:n].view(shape)  # uniform over the int32 range
-    threshold = round(p * 2**32) - 2**31  # P(draw < threshold) = p
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
+    draws = words.view(torch.int16)[:n].view(shape)  # uniform over the int16 range
+    # P(draw < threshold) = p rounded to a multiple of 2**-16, at most 1 - 2**-16: a threshold of 2**15 would
+    # not fit in int16 and the comparison would wrap around (keeping everything)
+    threshold = min(round(p * 2**16), 2**16 - 1) - 2**15
     return draws >= threshold
 
 

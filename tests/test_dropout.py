@@ -18,6 +18,8 @@ def test_keep_mask_rate_shape_and_seeding():
     assert abs(rate - 0.1) < 0.002  # 1M draws: sd of the rate 3e-4
     for p in (0.0, 0.5, 0.9):
         assert abs(1 - drop.keep_mask((200_000,), p).float().mean().item() - p) < 0.01
+    assert drop.keep_mask((200_000,), 1 - 1e-7).float().mean().item() < 1e-3  # no wrap-around near p = 1
+    assert drop.keep_mask((200_000,), 1e-7).all()  # p rounds to 0
     torch.manual_seed(3)
     a = drop.keep_mask((7, 9), 0.3)
     torch.manual_seed(3)

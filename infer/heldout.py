@@ -125,6 +125,8 @@ def tts_scores(engine: TTSEngine, texts: dict[str, str], recordings: dict[str, n
     gave a mean ratio of 0.49, the next 0.82, for the same checkpoint): each item's ratio is the
     mean over ``draws`` generations (seeds ``seed``, ``seed + 1``, ...). The first is the one
     decoded, scored by MCD and returned."""
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
     s2 = engine.s2
     ref = load_reference(ref_wav, s2.sample_rate)
     prompt = engine.prompt(ref, ref_text, lang)

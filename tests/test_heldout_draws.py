@@ -4,6 +4,7 @@ first generation is the one decoded and scored."""
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from common.config import S1InferenceConfig
@@ -46,3 +47,5 @@ def test_length_ratio_is_the_mean_of_the_draws_and_the_first_draw_is_decoded(mon
     ratio_one, _, _ = heldout.tts_scores(engine, texts, {"a": None, "b": None}, {"a": 100, "b": 200}, "ref.wav",
                                          "ref", seed=7, draws=1)
     assert ratio_one == (0.5 + 0.25) / 2
+    with pytest.raises(ValueError, match="draws must be at least 1"):
+        heldout.tts_scores(engine, texts, {}, {}, "ref.wav", "ref", draws=0)

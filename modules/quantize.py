@@ -177,7 +177,7 @@ class VectorQuantizer(nn.Module):
             broadcast_(means)
             broadcast_(counts)
         self.embed.copy_(means)
-        self.embed_avg.copy_(means)
+        self.embed_avg.copy_(means * counts.unsqueeze(1))  # the EMA state of these means: embed = embed_avg / size
         self.cluster_size.copy_(counts)
         self.inited.fill_(1.0)
 

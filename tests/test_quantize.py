@@ -109,6 +109,23 @@ def test_kmeans_converges_to_centroids_and_keeps_empty_clusters():
     assert torch.isfinite(means).all()
 
 
+def test_kmeans_init_is_a_fixed_point_of_the_ema():
+    """The init's EMA state must describe its means (embed = embed_avg / cluster_size): a batch like
+    the init data leaves the codebook where k-means put it. Setting embed_avg to the means alone
+    (encodec, GPT-SoVITS) divides every code by its count at the first update."""
+    torch.manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    x = torch.cat([c + 0.5 * torch.randn(40, 2) for c in centers]).t().unsqueeze(0)  # [1, 2, 160]
+    vq = VectorQuantizer(2, 4, kmeans_iters=20).train()
+    for _ in range(3):  # the first forward runs k-means, then every forward an EMA update
+        vq(x)
+    assign = torch.cdist(x[0].t(), centers).argmin(1)
+    centroids = torch.stack([x[0].t()[assign == c].mean(0) for c in range(4)])
+    order = torch.cdist(centroids, vq.embed).argmin(1)
+    torch.testing.assert_close(vq.embed[order], centroids, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(vq.cluster_size[order], torch.full((4,), 40.0))
+
+
 def test_frozen_codebook_does_not_move():
     vq = _trained_vq()
     vq.freeze()

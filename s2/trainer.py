@@ -274,7 +274,7 @@ class S2Trainer:
         loss_fm = feature_loss(d_out_g.real_features, d_out_g.fake_features)
         loss_gen = generator_loss(d_out_g.fake_logits)
         commit = out.commit_loss.float()
-        loss_prior = (prior_mean_loss(out.m_p, out.logs_p, out.z_p_mean, out.y_mask) if out.z_p_mean is not None
+        loss_prior = (prior_mean_loss(out.m_p, out.z_p_mean, out.y_mask) if out.z_p_mean is not None
                       else loss_kl.new_zeros(()))
         loss_g = (tc.c_mel * loss_mel + self.kl_weight() * loss_kl + tc.c_commit * commit
                   + tc.c_fm * loss_fm + tc.c_gen * loss_gen + tc.c_prior_mean * loss_prior)

@@ -21,30 +21,30 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thr
 
 def _stats(seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    m_p, logs_p, target = (torch.randn(2, 3, 7, generator=g) * s for s in (1.0, 0.3, 1.0))
+    m_p, target = (torch.randn(2, 3, 7, generator=g) for _ in range(2))
     mask = torch.ones(2, 1, 7)
     mask[1, :, 5:] = 0
-    return m_p, logs_p, target, mask
+    return m_p, target, mask
 
 
 def test_value_and_gradients_are_the_prior_means_only():
-    m_p, logs_p, target, mask = _stats()
+    m_p, target, mask = _stats()
     m_p.requires_grad_(True)
-    logs_p.requires_grad_(True)
     target.requires_grad_(True)
-    loss = prior_mean_loss(m_p, logs_p, target, mask)
-    expected = (0.5 * (m_p - target).pow(2) * torch.exp(-2 * logs_p) * mask).sum() / mask.sum()
+    loss = prior_mean_loss(m_p, target, mask)
+    expected = (0.5 * (m_p - target).pow(2) * mask).sum() / mask.sum()
     torch.testing.assert_close(loss, expected)
     loss.backward()
-    torch.testing.assert_close(m_p.grad, ((m_p - target) * torch.exp(-2 * logs_p) * mask / mask.sum()).detach())
-    assert logs_p.grad is None and target.grad is None  # only the prior mean learns from it
-    assert prior_mean_loss(target, logs_p, target, mask).item() == 0.0
+    torch.testing.assert_close(m_p.grad, ((m_p - target) * mask / mask.sum()).detach())
+    assert target.grad is None  # only the prior mean learns from it
+    assert prior_mean_loss(target, target, mask).item() == 0.0
 
 
-def test_gradient_is_the_kls_gradient_averaged_over_the_posterior_noise():
-    """With an identity flow, KL(q||p)'s gradient for m_p averaged over many posterior samples
-    ``z = m_q + σ_q ε`` equals this loss's gradient with ``target = m_q`` (the noise removed)."""
-    m_p, logs_p, m_q, mask = _stats(1)
+def test_gradient_is_the_unit_variance_kls_gradient_averaged_over_the_posterior_noise():
+    """With an identity flow and a unit-variance prior, KL(q||p)'s gradient for m_p averaged over many
+    posterior samples ``z = m_q + σ_q ε`` equals this loss's gradient with ``target = m_q``."""
+    m_p, m_q, mask = _stats(1)
+    logs_p = torch.zeros_like(m_p)
     logs_q = torch.full_like(m_q, -0.2)
     n = 20_000
     m_p_many = m_p.repeat(n, 1, 1).requires_grad_(True)
@@ -53,8 +53,23 @@ def test_gradient_is_the_kls_gradient_averaged_over_the_posterior_noise():
     kl_loss(z_p, logs_q.repeat(n, 1, 1), m_p_many, logs_p.repeat(n, 1, 1), mask.repeat(n, 1, 1)).backward()
     kl_grad = m_p_many.grad.view(n, 2, 3, 7).sum(0) / 3  # KL sums channels, the mean over frames of n copies
     m_p.requires_grad_(True)
-    (prior_mean_loss(m_p, logs_p, m_q, mask) / 3).backward()
+    (prior_mean_loss(m_p, m_q, mask) / 3).backward()
     torch.testing.assert_close(kl_grad, m_p.grad, atol=0.02, rtol=0.05)
+
+
+def test_wide_prior_channels_are_not_down_weighted():
+    """The same error costs the same in every channel, whatever the prior's width: a channel with a wide
+    prior (the content-carrying channels of a young S2) is not divided by its variance as in the KL."""
+    m_p = torch.zeros(1, 2, 5)
+    target = torch.ones(1, 2, 5)
+    mask = torch.ones(1, 1, 5)
+    m_p.requires_grad_(True)
+    prior_mean_loss(m_p, target, mask).backward()
+    torch.testing.assert_close(m_p.grad[0, 0], m_p.grad[0, 1])
+    logs_p = torch.tensor([0.0, 1.2]).view(1, 2, 1).expand(1, 2, 5)
+    m_kl = torch.zeros(1, 2, 5, requires_grad=True)
+    kl_loss(target, torch.zeros(1, 2, 5), m_kl, logs_p, mask).backward()
+    assert m_kl.grad[0, 1].abs().sum() < 0.1 * m_kl.grad[0, 0].abs().sum()  # the KL's weighting, for contrast
 
 
 def test_the_model_returns_the_posterior_mean_through_the_flow_without_gradient():

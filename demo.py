@@ -245,7 +245,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--sentences", type=int, default=400, help="corpus size in sentences (default: 400)")
     p.add_argument("--val-items", type=int, default=8, help="held-out sentences (default: 8)")
-    p.add_argument("--s2-steps", type=int, default=400, help="S2 training steps (default: 400)")
+    p.add_argument("--s2-steps", type=int, default=500, help="S2 training steps (default: 500)")
     p.add_argument("--s1-steps", type=int, default=300, help="S1 training steps (default: 300)")
     p.add_argument("--hubert", default="pretrained/tiny-hubert",
                    help="where the random HuBERT is built (default: pretrained/tiny-hubert, the path the demo and "

@@ -68,7 +68,7 @@ def prior_mean_loss(m_p: Tensor, target: Tensor, z_mask: Tensor) -> Tensor:
     Every channel has the same weight. The KL's own mean term divides by the prior variance
     ``e^{2 logs_p}``, and in the demo's S2 the widest prior channels are the ones that carry the
     content (the loudest channel of ``flow(m_q)`` has std ~3.4 and prior std ~3.6, the others
-    ~0.5 and ~1.1): weighted like the KL, the channel inference most needs got ~1/10 of the
+    ~0.5 and ~1.1): weighted like the KL, the channel inference most needs got ~1/11 of the
     weight, and the prior path stayed flat until step ~300 (measured; 0.66 at step 200 unweighted).
     """
     with _no_autocast(m_p):

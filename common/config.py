@@ -131,6 +131,8 @@ class S2TrainConfig:
     c_fm: float = 1.0
     c_gen: float = 1.0
     c_prior_mean: float = 0.0  # weight of the extra prior-mean target (modules.losses.prior_mean_loss; 0: off)
+    c_dc: float = 0.0  # weight of the sub-audio (offset/drift) loss, modules.losses.dc_loss (0: off)
+    disc_start_step: int = 0  # the discriminator and adversarial losses start at this step (0: from the start)
     text_low_lr_rate: float = 1.0
     precision: str = "auto"
     grad_clip: float = 0.0
@@ -148,6 +150,8 @@ class S2TrainConfig:
         _check(self.batch_size >= 1, "train.batch_size must be >= 1")
         _check(self.kl_warmup_steps >= 0, "train.kl_warmup_steps must be >= 0")
         _check(self.c_prior_mean >= 0, "train.c_prior_mean must be >= 0")
+        _check(self.c_dc >= 0, "train.c_dc must be >= 0")
+        _check(self.disc_start_step >= 0, "train.disc_start_step must be >= 0")
         _check(self.bucket_boundaries == sorted(self.bucket_boundaries) and len(self.bucket_boundaries) >= 2,
                "train.bucket_boundaries must be an increasing list of at least two frame counts")
 

@@ -73,7 +73,7 @@ from common.training import (
     spectrogram_image,
 )
 from modules.commons import slice_segments
-from modules.losses import discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss, prior_mean_loss
+from modules.losses import dc_loss, discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss, prior_mean_loss
 from modules.spectrogram import MelScale, MelSpectrogram
 from s2.data import BucketBatchSampler, S2Batch, S2DataError, S2Dataset, collate_s2
 from s2.model import build_model
@@ -82,7 +82,7 @@ from text.symbols import SYMBOLS_MD5
 LOW_LR_PREFIXES = ("enc_p.text_embedding.", "enc_p.encoder_text.", "enc_p.mrte.")
 # Names of the values one training step returns, in order (tensorboard tags).
 STEP_KEYS = ("loss/d/total", "loss/g/total", "loss/g/mel", "loss/g/kl", "loss/g/commit", "loss/g/fm",
-             "loss/g/gen", "loss/g/prior_mean", "grad_norm/d", "grad_norm/g")
+             "loss/g/gen", "loss/g/prior_mean", "loss/g/dc", "grad_norm/d", "grad_norm/g")
 
 
 @dataclass
@@ -247,37 +247,43 @@ class S2Trainer:
     # ------------------------------------------------------------------ one step
 
     def train_step(self, batch: S2Batch) -> Tensor | None:
-        """One D and one G update; returns the ``STEP_KEYS`` values ``[10]`` (detached, on the device),
-        or None when the step was skipped on every rank (a non-finite loss on any rank)."""
+        """One D and one G update; returns the ``STEP_KEYS`` values ``[11]`` (detached, on the device),
+        or None when the step was skipped on every rank (a non-finite loss on any rank).
+
+        Before ``train.disc_start_step`` the discriminator is neither run nor updated and the
+        generator learns from the reconstruction terms alone (``loss/d``, ``fm``, ``gen`` and
+        ``grad_d`` log 0).
+        """
         tc, hop, seg = self.cfg.train, self.cfg.data.hop_length, self.cfg.train.segment_frames
         with autocast(self.precision, self.device):
             out = self.g(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths,
                          speakers=batch.speakers, prior_target=tc.c_prior_mean > 0)
             y = slice_segments(batch.wav, out.ids_slice * hop, seg * hop)  # [B, 1, seg·hop]
-            d_out = self.d(y, out.y_hat.detach())
-        loss_d = discriminator_loss(d_out.real_logits, d_out.fake_logits)
-        checked_d = self._finite_on_all_ranks(loss_d)
-        if not bool(torch.isfinite(checked_d).all()):  # a finite D loss must not reset the guard's count:
-            self.guard.ok(checked_d, self.state.step)  # the step is judged once, on the G loss below
-            return None
-        self.optim_d.zero_grad(set_to_none=True)
-        self._backward(loss_d)
-        grad_d = self._grad_norm(self.net_d, self.optim_d)
-        self._optimizer_step(self.optim_d)
+        adversarial = self.state.step >= tc.disc_start_step
+        zero = out.y_hat.new_zeros((), dtype=torch.float32)
+        loss_d, grad_d = zero, zero
+        if adversarial:
+            d_step = self._discriminator_step(y, out.y_hat.detach())
+            if d_step is None:
+                return None
+            loss_d, grad_d = d_step
 
         mel_real = self.mel_of_spec(slice_segments(batch.spec, out.ids_slice, seg))  # [B, n_mels, seg]
         mel_fake = self.mel_of_wav(out.y_hat.squeeze(1))
         loss_mel = mel_loss(mel_real, mel_fake)
         loss_kl = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.y_mask)
-        with autocast(self.precision, self.device), frozen(self.net_d) as judge:
-            d_out_g = judge(y, out.y_hat)  # the updated D; gradients flow to the generator only
-        loss_fm = feature_loss(d_out_g.real_features, d_out_g.fake_features)
-        loss_gen = generator_loss(d_out_g.fake_logits)
+        loss_fm, loss_gen = zero, zero
+        if adversarial:
+            with autocast(self.precision, self.device), frozen(self.net_d) as judge:
+                d_out_g = judge(y, out.y_hat)  # the updated D; gradients flow to the generator only
+            loss_fm = feature_loss(d_out_g.real_features, d_out_g.fake_features)
+            loss_gen = generator_loss(d_out_g.fake_logits)
         commit = out.commit_loss.float()
         loss_prior = (prior_mean_loss(out.m_p, out.z_p_mean, out.y_mask) if out.z_p_mean is not None
-                      else loss_kl.new_zeros(()))
+                      else zero)
+        loss_dc = dc_loss(y, out.y_hat, hop)
         loss_g = (tc.c_mel * loss_mel + self.kl_weight() * loss_kl + tc.c_commit * commit
-                  + tc.c_fm * loss_fm + tc.c_gen * loss_gen + tc.c_prior_mean * loss_prior)
+                  + tc.c_fm * loss_fm + tc.c_gen * loss_gen + tc.c_prior_mean * loss_prior + tc.c_dc * loss_dc)
         if not self.guard.ok(self._finite_on_all_ranks(loss_g), self.state.step):
             if self.scaler is not None:
                 self.scaler.update()
@@ -288,8 +294,24 @@ class S2Trainer:
         self._optimizer_step(self.optim_g)
         if self.scaler is not None:
             self.scaler.update()
-        return torch.stack([loss_d, loss_g, loss_mel, loss_kl, commit, loss_fm, loss_gen, loss_prior, grad_d,
-                            grad_g]).detach()
+        return torch.stack([loss_d, loss_g, loss_mel, loss_kl, commit, loss_fm, loss_gen, loss_prior, loss_dc,
+                            grad_d, grad_g]).detach()
+
+    def _discriminator_step(self, y: Tensor, y_hat: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Update D on real ``y`` and generated ``y_hat`` (detached) ``[B, 1, N]``; returns (loss, grad norm),
+        or None when the loss is not finite on some rank (nothing updated)."""
+        with autocast(self.precision, self.device):
+            d_out = self.d(y, y_hat)
+        loss_d = discriminator_loss(d_out.real_logits, d_out.fake_logits)
+        checked_d = self._finite_on_all_ranks(loss_d)
+        if not bool(torch.isfinite(checked_d).all()):  # a finite D loss must not reset the guard's count:
+            self.guard.ok(checked_d, self.state.step)  # the step is judged once, on the G loss
+            return None
+        self.optim_d.zero_grad(set_to_none=True)
+        self._backward(loss_d)
+        grad_d = self._grad_norm(self.net_d, self.optim_d)
+        self._optimizer_step(self.optim_d)
+        return loss_d, grad_d
 
     def kl_weight(self) -> float:
         """``c_kl``, ramped linearly over the first ``kl_warmup_steps`` steps (KL annealing; 0 = off).

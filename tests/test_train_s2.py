@@ -80,6 +80,25 @@ def test_torchrun_trains_checkpoints_and_resumes(s2_dump: S2Dump, tmp_path: Path
     assert clips[-1].length_frames > 32000 * 0.5  # a whole validation utterance
 
 
+def test_the_discriminator_waits_for_disc_start_step(s2_dump: S2Dump, tmp_path: Path) -> None:
+    """Before ``disc_start_step`` only the generator learns (no D update, adversarial losses 0); from it, both.
+    The offset loss (``c_dc``) is logged at every step."""
+    config = write_config(tmp_path / "s2.json", train={"disc_start_step": 2, "c_dc": 10.0, "log_interval": 1,
+                                                        "eval_interval": 2, "keep_ckpts": 0})
+    run_dir = tmp_path / "run"
+    run_train_s2(s2_dump, run_dir, 3, config=config)
+    at2, at3 = (load_checkpoint(run_dir / f"ckpt_0000000{n}.pt", stage="s2") for n in (2, 3))
+    assert adam_steps(at2, "generator") == {2} and adam_steps(at2, "discriminator") == set()
+    assert adam_steps(at3, "generator") == {3} and adam_steps(at3, "discriminator") == {1}
+    assert not any(torch.equal(at2.models["discriminator"][k], v) for k, v in at3.models["discriminator"].items()
+                   if k.endswith("weight_v") or k.endswith("weight"))
+    scalars = read_scalars(run_dir)
+    for tag in ("loss/d/total", "loss/g/fm", "loss/g/gen", "grad_norm/d"):
+        values = dict(scalars[tag])
+        assert values[1] == values[2] == 0.0 and values[3] > 0.0, tag
+    assert all(dict(scalars[tag])[1] > 0.0 for tag in ("loss/g/mel", "loss/g/dc"))
+
+
 def test_resume_with_nothing_to_resume_is_an_error(s2_dump: S2Dump, tmp_path: Path) -> None:
     run_dir = tmp_path / "empty"
     result = run_train_s2(s2_dump, run_dir, 2, resume=True, check=False)

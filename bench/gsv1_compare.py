@@ -27,7 +27,7 @@ fp32, CPU. Parts (``--parts``, default all but none of the GS-current-only ones)
 - ``speed-s1``: decoding speed, 12 and 24 layers, ``--n-phones`` phonemes + ``--n-prompt`` prompt
   tokens, ``--new-tokens`` new tokens, the gsv1 sampling preset (top_k 10), EOS disabled,
   GS ``infer_panel`` (fp32) vs our ``generate_detailed`` (KV cache) in each ``--weights`` format
-  (``s1.weights``: fp32, bf16, int8), interleaved runs, medians; per non-fp32 format its agreement
+  (``s1.weights``: fp32, bf16, fp16, int8), interleaved runs, medians; per non-fp32 format its agreement
   with our fp32 over ``--agreement-steps`` greedy tokens (``s1.weights.compare_with_fp32``);
 - ``speed-s2``: ``decode`` of ``--seconds`` of audio, GS (fp32) vs ours in fp32 and, with
   ``--s2-bf16`` (default on CPUs with native bf16), ours with the generator under bf16 autocast

@@ -2,7 +2,7 @@
 
     python -m bench.s1_decode                      # fp32, CPU, 2 threads
     python -m bench.s1_decode --n-layer 24         # the GPT-SoVITS v1 pretrained S1 shape
-    python -m bench.s1_decode --weights int8       # int8 weight-only decoding (also: bf16), checked against fp32
+    python -m bench.s1_decode --weights int8       # int8 weight-only decoding (also: bf16, fp16), checked against fp32
     python -m bench.s1_decode --compile            # torch.compile of the decode step (compile time reported)
     python -m bench.s1_decode --device cuda --dtype bf16 --threads 0
 
@@ -26,7 +26,7 @@ full length. Prints one JSON object:
   cached_tok_s, prefill included). ``bound_tok_s_bytes_copied`` / ``fraction_of_bound_bytes_copied``:
   the same with the copy rate counted as bytes copied per second (half the read + write rate).
 - ``load_avg_1min``: the machine's load when the run ended (other processes skew timings).
-- ``weights``: the weight format of the decode step (``s1.weights``: fp32 / bf16 / int8), the fp32
+- ``weights``: the weight format of the decode step (``s1.weights``: fp32 / bf16 / fp16 / int8), the fp32
   kernel chosen by measurement (F.linear, oneDNN or a transposed copy through addmm, with the timings),
   the packing time and the decode step's thread count (timed: torch's or one, ``--decode-threads``);
   ``agreement``: the format against fp32 over ``--agreement-steps`` greedy tokens (teacher-forced
@@ -136,7 +136,7 @@ def step_budget(model: Text2Semantic, device: torch.device, fill: int, weight_by
 
 def decode_weight_bytes(model: Text2Semantic, packed_mb: float | None = None) -> int:
     """Bytes of parameters read by one decode step: transformer + head + one embedding row; ``packed_mb``:
-    the transformer linears' weights as packed by ``s1.weights`` (bf16/int8), in place of the parameters."""
+    the transformer linears' weights as packed by ``s1.weights`` (bf16/fp16/int8), in place of the parameters."""
     linears = {id(m.weight) for m in model.transformer.modules() if isinstance(m, torch.nn.Linear)}
     n = sum(p.numel() * p.element_size() for p in model.transformer.parameters()
             if packed_mb is None or id(p) not in linears)
@@ -270,7 +270,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--kernel", default="auto", choices=KERNELS,
                    help="fp32/bf16 linears: F.linear (plain), oneDNN, or the faster of both here (auto)")
     p.add_argument("--agreement-steps", type=int, default=500,
-                   help="greedy tokens of the check against fp32 (bf16/int8; 0 = skip)")
+                   help="greedy tokens of the check against fp32 (bf16/fp16/int8; 0 = skip)")
     p.add_argument("--seed", type=int, default=0, help="random seed (weights and sampling)")
     return p.parse_args()
 

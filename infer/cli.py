@@ -142,8 +142,9 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
                    help="BERT (masked-LM) folder or hub id, for S1 models with BERT features (default: "
                         "data.bert_model of the S1 checkpoint's config)")
     g.add_argument("--weights", choices=WEIGHT_FORMATS, default="fp32",
-                   help="S1 decoding weights on CPU: fp32 (default), bf16 (fast on CPUs with AVX-512 BF16/AMX) or "
-                        "int8 (weight-only); bf16/int8 sample nearly but not exactly the fp32 tokens")
+                   help="S1 decoding weights on CPU: fp32 (default), bf16 (fast on CPUs with AVX-512 BF16/AMX), "
+                        "fp16 (fbgemm, any AVX2 CPU; closest to fp32) or int8 (weight-only, fewest bytes); the "
+                        "others sample nearly but not exactly the fp32 tokens")
 
 
 def add_text_args(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -18,7 +18,7 @@ q, k, v in that order, so GPT-SoVITS ``self_attn.in_proj_weight``/``in_proj_bias
 
 Cached calls without grad run their linears through ``decoder.decode_linear`` when it is set
 (``s1.weights``: fp32 through ``F.linear`` or oneDNN's fused ``onednn_linear``, whichever is
-faster here by measurement, or bf16 / int8 weight-only copies), else through ``F.linear``; the
+faster here by measurement, or bf16 / fp16 / int8 weight-only copies), else through ``F.linear``; the
 uncached path and training always use ``F.linear`` on the parameters.
 
 In training with dropout, attention and residual dropouts go through ``modules.dropout``

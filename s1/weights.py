@@ -1,11 +1,11 @@
-"""Weight formats of S1's cached decoding: fp32, bf16 or int8 weight-only, chosen by a flag.
+"""Weight formats of S1's cached decoding: fp32, bf16, fp16 or int8 weight-only, chosen by a flag.
 
     from s1.weights import use_weight_format
     info = use_weight_format(model, "int8")    # pack once; s1.generate then decodes with it
     use_weight_format(model, "fp32")           # back to full precision (the default)
 
 A decode step reads every transformer weight once for one row of activations, so on a CPU
-its speed is bound by memory bandwidth: halving the bytes (bf16) or quartering them (int8)
+its speed is bound by memory bandwidth: halving the bytes (bf16, fp16) or quartering them (int8)
 is what makes it faster. Only the cached, no-grad path of ``TransformerDecoder`` (prefill and
 decode steps) uses the packed weights; training, the uncached path and the parameters
 themselves are unchanged (fp32). Per format, each transformer ``Linear`` becomes:
@@ -20,6 +20,12 @@ themselves are unchanged (fp32). Per format, each transformer ``Linear`` becomes
   once into oneDNN's layout); the input is rounded to bf16, the product comes back to fp32.
   Residuals, LayerNorms, attention, the KV cache and the head stay fp32. Fast on CPUs with
   AVX-512 BF16 or AMX (``common.cpu.cpu_bf16_native``), slow (emulated) elsewhere.
+- ``fp16``: fp16 copies packed once for fbgemm's fp16 GEMM (``quantized.linear_dynamic_fp16``, ReLU
+  fused): the weights are read as fp16 and widened to fp32 in registers (F16C), the input, the
+  accumulation and the output stay fp32, so the only error is the weights' rounding to fp16 (11
+  significant bits: ~8x finer than bf16, ~30x finer than int8's per-row steps). Any x86 CPU with AVX2
+  (torch's fbgemm engine); on the 2-core AVX2 EPYC one step's linears took 0.45-0.65x fp32's time.
+  Weights beyond fp16's range (|w| > 65504) are refused.
 - ``int8``: symmetric per-output-channel int8 weights (``scale = max|w_row| / 127``),
   ``torch.ops.aten._weight_int8pack_mm`` on bf16 inputs (its fast CPU path), then
   ``y * scale + bias`` in fp32. CPU only.
@@ -28,7 +34,7 @@ For fp32 and bf16 the kernel (``F.linear`` = "plain", "onednn" where oneDNN supp
 format on this CPU, for fp32 also "transposed") is chosen by timing both over the model's own weights, one row, when the
 format is set (``kernel="auto"``; the choice and the timings are in the returned ``FormatInfo``):
 which one is faster depends on the CPU, the BLAS torch was built with and the load, so no
-machine's result is built in. The timings of a bf16 or int8 pack also hold fp32's (``"fp32"``),
+machine's result is built in. The timings of a bf16, fp16 or int8 pack also hold fp32's (``"fp32"``),
 and a format slower than fp32 here warns (bf16 on CPUs without AVX-512 BF16/AMX is emulated and
 runs ~30x slower than fp32 on a 2-core AVX2 EPYC).
 
@@ -60,11 +66,12 @@ from torch import Tensor, nn
 
 from modules.transformer import onednn_linear, onednn_linear_usable, plain_linear
 
-WEIGHT_FORMATS = ("fp32", "bf16", "int8")
+WEIGHT_FORMATS = ("fp32", "bf16", "fp16", "int8")
 KERNELS = ("auto", "plain", "onednn", "transposed")
-BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "int8": 1}
+BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 ONEDNN_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 INT8_K_MULTIPLE = 16
+FP16_MAX = float(torch.finfo(torch.float16).max)
 
 Packed = Callable[[Tensor, bool], Tensor]  # (x [..., K], relu) -> [..., N]
 
@@ -107,6 +114,28 @@ def pack_bf16(weight: Tensor, bias: Tensor | None, kernel: str = "plain") -> Pac
     return lambda x, relu: _with_relu(F.linear(x.to(torch.bfloat16), w, b).to(x.dtype), relu)
 
 
+def fp16_usable(weight: Tensor) -> bool:
+    """Whether ``pack_fp16`` can run here: a CPU weight and torch's fbgemm engine (x86 builds)."""
+    return (weight.device.type == "cpu" and "fbgemm" in torch.backends.quantized.supported_engines
+            and hasattr(torch.ops.quantized, "linear_relu_dynamic_fp16"))
+
+
+def pack_fp16(weight: Tensor, bias: Tensor | None) -> Packed:
+    """fp16 weight-only through fbgemm: ``x @ fp16(w).T + b`` with fp32 input, accumulation and output."""
+    if not fp16_usable(weight):
+        raise ValueError(f"fp16 weights need torch's fbgemm engine on a CPU (x86 builds); the model is on "
+                         f"{weight.device} with engines {torch.backends.quantized.supported_engines}: use "
+                         "--weights int8, bf16 or fp32")
+    w = weight.detach().float().contiguous()
+    peak = float(w.abs().max()) if w.numel() else 0.0
+    if not peak <= FP16_MAX:  # also NaN
+        raise ValueError(f"fp16 weights: a {list(w.shape)} weight holds |w| = {peak:g}, beyond fp16's range "
+                         f"({FP16_MAX:g}); use --weights fp32 or bf16 for this model")
+    packed = torch.ops.quantized.linear_prepack_fp16(w, None if bias is None else bias.detach().float())
+    plain, fused = torch.ops.quantized.linear_dynamic_fp16, torch.ops.quantized.linear_relu_dynamic_fp16
+    return lambda x, relu: (fused if relu else plain)(x.float(), packed).to(x.dtype)
+
+
 def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
     """Symmetric per-row int8: weight ``[N, K]`` -> (q int8 ``[N, K]``, scale fp32 ``[N]``), ``w ≈ q * scale``."""
     w = weight.detach().float()
@@ -138,7 +167,7 @@ def pack_int8(weight: Tensor, bias: Tensor | None) -> Packed:
 @dataclass
 class FormatInfo:
     """What ``use_weight_format`` set up: format, kernel of the transformer linears, MB of their weights read
-    per step, ms of one step's linears per kernel (``kernel="auto"``; bf16/int8 also time fp32's as ``"fp32"``),
+    per step, ms of one step's linears per kernel (``kernel="auto"``; bf16/fp16/int8 also time fp32's as ``"fp32"``),
     packing time, threads of the decode step and ms per step at each count timed (``threads="auto"``)."""
 
     weight_format: str
@@ -179,13 +208,16 @@ def _time_pass(fns: list[Packed], xs: list[Tensor]) -> float:
     return time.perf_counter() - t0
 
 
-PACKERS = {"fp32": pack_fp32, "bf16": pack_bf16, "int8": lambda w, b, kernel: pack_int8(w, b)}
+PACKERS = {"fp32": pack_fp32, "bf16": pack_bf16, "fp16": lambda w, b, kernel: pack_fp16(w, b),
+           "int8": lambda w, b, kernel: pack_int8(w, b)}
+SINGLE_KERNEL = {"fp16": "fbgemm", "int8": "int8pack"}  # formats with one kernel: its name
 
 
 def usable_kernels(linears: list[nn.Linear], fmt: str) -> list[str]:
-    """The kernels format ``fmt`` can run with here: int8 has one; "onednn" only where oneDNN supports the dtype."""
-    if fmt == "int8":
-        return ["int8pack"]
+    """The kernels format ``fmt`` can run with here: fp16 and int8 have one; "onednn" only where oneDNN supports
+    the dtype."""
+    if fmt in SINGLE_KERNEL:
+        return [SINGLE_KERNEL[fmt]]
     onednn = bool(linears) and onednn_linear_usable(linears[0].weight, ONEDNN_DTYPE[fmt])
     return ["plain"] + (["onednn"] if onednn else []) + (["transposed"] if fmt == "fp32" else [])
 
@@ -193,7 +225,7 @@ def usable_kernels(linears: list[nn.Linear], fmt: str) -> list[str]:
 @torch.inference_mode()
 def choose_kernel(linears: list[nn.Linear], fmt: str, rounds: int = 3) -> tuple[str, dict[str, float]]:
     """Time one decode step's worth of linears in format ``fmt`` (one row, the model's own weights) per kernel,
-    interleaved, best of ``rounds``: -> (the fastest kernel, ms per pass of each). For bf16 and int8 the pass
+    interleaved, best of ``rounds``: -> (the fastest kernel, ms per pass of each). For bf16, fp16 and int8 the pass
     of fp32 ``F.linear`` is timed too (key ``"fp32"``, never chosen) so that a format slower than fp32 shows."""
     kernels = usable_kernels(linears, fmt)
     if not linears or linears[0].weight.device.type != "cpu" or (fmt == "fp32" and len(kernels) == 1):
@@ -282,7 +314,7 @@ def pack_linears(model: nn.Module, fmt: str, kernel: str = "auto") -> PackedLine
     onednn_ok = bool(linears) and onednn_linear_usable(linears[0].weight)
     if kernel == "auto":
         kernel, timings = choose_kernel(linears, fmt)
-    elif kernel not in usable_kernels(linears, fmt):  # int8: its one kernel; oneDNN where unsupported: F.linear
+    elif kernel not in usable_kernels(linears, fmt):  # fp16/int8: their one kernel; oneDNN where unsupported: F.linear
         kernel = usable_kernels(linears, fmt)[0]
     table: dict[int, Packed] = {}
     sources: list[Tensor] = []

@@ -17,11 +17,12 @@ from tests.test_s1_generate import SAMPLED, rows, tiny_model
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 
-def test_compiled_decode_step_equals_eager() -> None:
+@pytest.mark.parametrize("fmt", ["int8", "fp16"])
+def test_compiled_decode_step_equals_eager(fmt: str) -> None:
     torch._dynamo.reset()
     model = tiny_model(4)
     phones, prompts = rows(3)  # rows of different lengths: left padding, masks, rows dropped mid-way
-    use_weight_format(model, "int8")  # the packed linears are traced too
+    use_weight_format(model, fmt)  # the packed linears are traced too
     kw = dict(max_new_tokens=[14, 9, 20], min_new_tokens=3, seed=5)
     eager = generate(model, phones, prompts, SAMPLED, **kw)
     compile_decode_step(model, backend="aot_eager")

@@ -12,6 +12,7 @@ from s1.weights import (
     WEIGHT_FORMATS,
     PackedLinears,
     compare_with_fp32,
+    pack_fp16,
     pack_fp32,
     pack_int8,
     quantize_int8,
@@ -43,7 +44,7 @@ def test_format_agrees_with_fp32(fmt: str) -> None:
     model = tiny_model()
     phones, prompt = inputs()
     agree = compare_with_fp32(model, phones, prompt, steps=60, fmt=fmt)
-    limit = {"fp32": 1e-4, "bf16": 0.05, "int8": 0.1}[fmt] * agree.logits_max_abs
+    limit = {"fp32": 1e-4, "bf16": 0.05, "fp16": 0.01, "int8": 0.1}[fmt] * agree.logits_max_abs
     assert agree.logits_max_abs_diff <= limit, agree
     assert agree.argmax_agreement >= (1.0 if fmt == "fp32" else 0.95), agree
     if fmt == "fp32":
@@ -74,6 +75,32 @@ def test_int8_quantization_round_trip() -> None:
     assert (y - ref).abs().max() < 0.05 * ref.abs().max()
 
 
+def test_fp16_is_f_linear_with_fp16_rounded_weights() -> None:
+    """fbgemm's fp16 path equals fp32 F.linear on the fp16-rounded weights (fp32 input, accumulation, output),
+    with and without bias and ReLU, for one row and a prefill's rows; bigger errors than that would show."""
+    w, b = torch.randn(48, 32), torch.randn(48)
+    for x in (torch.randn(1, 1, 32), torch.randn(2, 7, 32)):
+        for bias in (b, None):
+            for relu in (False, True):
+                ref = torch.nn.functional.linear(x, w.half().float(), bias)
+                ref = torch.relu(ref) if relu else ref
+                got = pack_fp16(w, bias)(x, relu)
+                assert got.dtype == torch.float32
+                torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    exact = torch.nn.functional.linear(torch.ones(1, 32), w, b)
+    assert (pack_fp16(w, b)(torch.ones(1, 32), False) - exact).abs().max() > 0  # really rounded
+
+
+def test_fp16_refuses_weights_beyond_its_range() -> None:
+    w = torch.randn(8, 16)
+    w[3, 5] = 7e4
+    with pytest.raises(ValueError, match="beyond fp16's range"):
+        pack_fp16(w, None)
+    w[3, 5] = float("nan")
+    with pytest.raises(ValueError, match="beyond fp16's range"):
+        pack_fp16(w, None)
+
+
 def test_int8_refuses_widths_its_kernel_cannot_read() -> None:
     with pytest.raises(ValueError, match="divisible by 16"):
         pack_int8(torch.randn(8, 30), None)
@@ -81,7 +108,7 @@ def test_int8_refuses_widths_its_kernel_cannot_read() -> None:
 
 def test_unknown_format_and_kernel() -> None:
     model = tiny_model()
-    with pytest.raises(ValueError, match="unknown weight format 'fp8'.*fp32, bf16, int8"):
+    with pytest.raises(ValueError, match="unknown weight format 'fp8'.*fp32, bf16, fp16, int8"):
         use_weight_format(model, "fp8")
     with pytest.raises(ValueError, match="unknown kernel"):
         use_weight_format(model, "fp32", kernel="mkl")

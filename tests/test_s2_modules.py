@@ -12,7 +12,7 @@ import torch
 
 from modules.attentions import Encoder, MultiHeadAttention
 from modules.commons import fold_weight_norm, frame_mask, rand_slice_segments, sequence_mask, slice_segments
-from modules.hifigan import Generator, MultiPeriodDiscriminator
+from modules.hifigan import Generator, MultiPeriodDiscriminator, channels_last_applies
 from modules.losses import discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss
 from modules.mrte import MRTE
 from modules.reference_encoder import MelStyleEncoder
@@ -327,3 +327,23 @@ def test_gan_and_feature_losses_on_known_values():
     feature_loss(real_g, fake_g).backward()
     assert real_g[0][0].grad is None and fake_g[0][0].grad is not None
     assert mel_loss(torch.zeros(1, 4, 3), torch.full((1, 4, 3), 2.0)).item() == pytest.approx(2.0)
+
+
+def test_generator_channels_last_inference_equals_training_layout() -> None:
+    """Without grad on the CPU the generator runs channels-last (modules/hifigan.py): the same waveform as the
+    1-D layout it runs with grad, for a batch with a padded row and a style vector."""
+    torch.manual_seed(0)
+    gen = Generator(24, [3, 5], [[1, 3], [1, 3]], [4, 2], 32, [8, 4], gin_channels=16).eval()
+    for p in gen.parameters():  # larger weights than the init so that every layer shapes the output
+        p.data.mul_(8.0)
+    x, style = torch.randn(2, 24, 30), torch.randn(2, 16, 1)
+    mask = torch.ones(2, 1, 30)
+    mask[1, :, 21:] = 0
+    assert channels_last_applies(x) is False  # grad mode: the 1-D layout
+    ref = gen(x, style, mask).detach()
+    with torch.no_grad():
+        assert channels_last_applies(x)
+        got = gen(x, style, mask)
+    assert got.shape == ref.shape == (2, 1, 240) and got.is_contiguous()
+    assert float(ref.abs().max()) > 0.1
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)

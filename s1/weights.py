@@ -43,7 +43,8 @@ mostly single-row matrix-vector products; each op that torch runs in parallel wa
 threads and waits for them, which on a shared machine (or with ``OMP_WAIT_POLICY=PASSIVE``) can
 cost more than it saves (int8 steps ran at 48 tok/s on one thread vs 33 on two on a loaded 2-core
 VM). So the step is timed at torch's thread count and at one thread when the format is set, and
-``s1.generate`` runs each decode step with the faster count (``decode_threads``); prefill,
+``s1.generate`` runs each decode step with the faster count (one thread only when clearly faster:
+``ONE_THREAD_MARGIN``; ``decode_threads``); prefill,
 sampling and everything else keep torch's setting. An int fixes the count.
 
 The output head (``[V, D]``, 1 % of the weights) is kept in fp32 in every format, so the
@@ -72,6 +73,7 @@ BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 ONEDNN_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 INT8_K_MULTIPLE = 16
 FP16_MAX = float(torch.finfo(torch.float16).max)
+ONE_THREAD_MARGIN = 0.95  # choose_threads: one thread wins only below 95 % of torch's count's step time
 
 Packed = Callable[[Tensor, bool], Tensor]  # (x [..., K], relu) -> [..., N]
 
@@ -269,10 +271,16 @@ def decode_threads(model: nn.Module) -> contextlib.AbstractContextManager:
 
 
 @torch.inference_mode()
-def choose_threads(model: nn.Module, rounds: int = 3, steps: int = 8, prefix: int = 64) -> tuple[int, dict[int, float]]:
+def choose_threads(model: nn.Module, rounds: int = 3, steps: int = 8,
+                   prefix: int = 320) -> tuple[int, dict[int, float]]:
     """Time cached decode steps of ``model`` (one row, a zero cache of ``prefix`` slots, its packed linears) at
     torch's thread count and at one thread, interleaved, best of ``rounds``: -> (the faster count, ms per step
-    of each). Nothing is timed (-> torch's count) on one thread, off CPU, or while a cache is in use."""
+    of each). Nothing is timed (-> torch's count) on one thread, off CPU, or while a cache is in use.
+
+    ``prefix``: a typical sequence length mid-generation (phonemes + prompt + tokens so far), so that the
+    attention over the cache weighs as it does then: with 64 slots one thread looked as fast as two for
+    24-layer fp16 weights, which then decoded 300 tokens 8 % slower on one (2-core AVX2 EPYC); at 320 slots
+    the two still tied (25.2 vs 25.3 ms), so one thread must be faster by ``1 - ONE_THREAD_MARGIN`` to win."""
     n = torch.get_num_threads()
     tr = model.transformer
     if n == 1 or model.head.weight.device.type != "cpu" or tr.caches is not None:
@@ -300,7 +308,8 @@ def choose_threads(model: nn.Module, rounds: int = 3, steps: int = 8, prefix: in
     finally:
         tr.reset_cache()
         model.train(was_training)
-    return min(best, key=best.get), {k: round(v * 1e3, 3) for k, v in best.items()}
+    chosen = 1 if best[1] < ONE_THREAD_MARGIN * best[n] else n
+    return chosen, {k: round(v * 1e3, 3) for k, v in best.items()}
 
 
 def pack_linears(model: nn.Module, fmt: str, kernel: str = "auto") -> PackedLinears:

@@ -209,13 +209,14 @@ class DiscriminatorP(nn.Module):
         def unfolded(t: Tensor) -> Tensor:  # [B·p, C, H] -> [B, C, H, p] view
             return t.view(b, p, *t.shape[1:]).permute(0, 2, 3, 1)
 
+        def conv1d(conv: nn.Conv2d, t: Tensor) -> Tensor:  # the (k, 1) conv as a 1-D conv over [B·p, C, H]
+            return F.conv1d(t, conv.weight.squeeze(-1), conv.bias, conv.stride[0], conv.padding[0])
+
         fmap = []
         for conv in self.convs:
-            x = F.leaky_relu(F.conv1d(x, conv.weight.squeeze(-1), conv.bias, conv.stride[0], conv.padding[0]),
-                             LRELU_SLOPE)
+            x = F.leaky_relu(conv1d(conv, x), LRELU_SLOPE)
             fmap.append(unfolded(x))
-        post = self.conv_post
-        x = F.conv1d(x, post.weight.squeeze(-1), post.bias, post.stride[0], post.padding[0])
+        x = conv1d(self.conv_post, x)
         fmap.append(unfolded(x))
         return torch.flatten(fmap[-1], 1, -1), fmap
 

@@ -266,6 +266,13 @@ def part_s2_d(gs: gsr.GS, g_path: Path, d_path: Path, args: argparse.Namespace, 
     return out
 
 
+def timed_call(fn: callable) -> float:
+    """Wall time of one call of ``fn``."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def interleaved(runs: dict[str, callable], repeats: int) -> dict[str, list[float]]:
     """Wall times of each callable, run in turn ``repeats`` times (after one warm-up each)."""
     for fn in runs.values():
@@ -281,6 +288,7 @@ def interleaved(runs: dict[str, callable], repeats: int) -> dict[str, list[float
 
 def part_speed_s1(gs: gsr.GS, files: dict[int, Path], args: argparse.Namespace) -> dict:
     from infer.loading import load_s1
+    from s1.compiled import compile_decode_step
     from s1.weights import compare_with_fp32, use_weight_format
 
     phones, prompt, bert = s1_inputs(args.n_phones, args.n_prompt, args.seed + 1)
@@ -290,21 +298,31 @@ def part_speed_s1(gs: gsr.GS, files: dict[int, Path], args: argparse.Namespace) 
         gs_model = gsr.load_gs_s1(gs, path)
         n = args.new_tokens
         runs = {"gs": lambda m=gs_model, n=n: gsr.gs_s1_decode(m, phones, prompt, bert, n, top_k=10)}
-        formats_info = {}
-        for fmt in formats:
+        formats_info, compile_s = {}, {}
+        variants = [(fmt, False) for fmt in formats] + ([(fmt, True) for fmt in formats] if args.compile else [])
+        for fmt, compiled in variants:
+            name = fmt + ("+compiled" if compiled else "")
             ours = load_s1(path, torch.device("cpu")).model
-            formats_info[fmt] = vars(use_weight_format(ours, fmt))
-            runs[fmt] = lambda m=ours, n=n: our_s1_decode(m, phones, prompt, bert, n, "gsv1")
+            use_weight_format(ours, fmt)
+            runs[name] = lambda m=ours, n=n: our_s1_decode(m, phones, prompt, bert, n, "gsv1")
+            if compiled:  # the first call compiles; timed here, apart from the runs
+                compile_decode_step(ours)
+                compile_s[name] = timed_call(runs[name])
+            formats_info[name] = vars(ours.transformer.decode_linear.info)
         times = interleaved(runs, args.repeats)
         med = {k: statistics.median(v) for k, v in times.items()}
         res = {"gs_tok_s": n / med["gs"], "gs_s": times["gs"]}
-        for fmt in formats:
-            res[fmt] = {"tok_s": n / med[fmt], "speedup_vs_gs": med["gs"] / med[fmt], "runs_s": times[fmt],
-                        "weights": formats_info[fmt]}
-            if fmt != "fp32" and args.agreement_steps > 0:
+        for fmt, compiled in variants:
+            name = fmt + ("+compiled" if compiled else "")
+            res[name] = {"tok_s": n / med[name], "speedup_vs_gs": med["gs"] / med[name], "runs_s": times[name],
+                         "weights": formats_info[name]}
+            if compiled:
+                res[name]["compile_s"] = round(compile_s[name] - med[name], 1)  # first call minus a run
+            if fmt != "fp32" and args.agreement_steps > 0:  # compiled: the graph's arithmetic, run eagerly
                 model = load_s1(path, torch.device("cpu")).model
-                res[fmt]["agreement_vs_fp32"] = vars(compare_with_fp32(model, phones, prompt, args.agreement_steps,
-                                                                       fmt, bert=bert.T))
+                res[name]["agreement_vs_fp32"] = vars(compare_with_fp32(
+                    model, phones, prompt, args.agreement_steps, fmt, bert=bert.T,
+                    kernel="compiled" if compiled else "auto"))
         out[f"s1_{n_layer}L"] = res
     return out
 
@@ -406,6 +424,7 @@ def main(args: argparse.Namespace) -> None:
         "settings": {"steps": args.steps, "n_phones": args.n_phones, "n_prompt": args.n_prompt,
                      "new_tokens": args.new_tokens, "seconds": args.seconds, "repeats": args.repeats,
                      "seed": args.seed, "weights": args.weights, "agreement_steps": args.agreement_steps,
+                     "compile": args.compile,
                      "s2_bf16": args.s2_bf16},
         "checks": checks, "all_ok": all(c["ok"] for c in checks.values()), "speed": speed,
     }
@@ -430,6 +449,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="greedy tokens of each non-fp32 format's check against fp32 in speed-s1 (0 = skip)")
     p.add_argument("--s2-bf16", action=argparse.BooleanOptionalAction, default=cpu_bf16_native(),
                    help="also time our S2 decode under bf16 autocast in speed-s2 (default: on CPUs with native bf16)")
+    p.add_argument("--compile", action="store_true",
+                   help="in speed-s1, also time each format with our decode step compiled (s1.compiled; "
+                        "the compile time is reported apart, the runs after it are timed)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--work-dir", default=None, help="keep the v1 files and tiny models here (default: a temp dir)")

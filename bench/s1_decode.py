@@ -36,7 +36,9 @@ full length. Prints one JSON object:
   (sum of a ``--read-mb`` tensor, best of 5, torch's threads) and ``read_bound_ms`` = the step's weight
   bytes at that rate; ``linears_ms`` = one pass of the step's packed linears (transformer + head, one
   row, at the decode step's threads) and ``linears_gb_s`` their weight bytes per second; ``step_ms`` =
-  ``decode_one_token`` at a cache filled to the middle of the run; ``attention_and_small_ops_ms`` =
+  ``decode_one_token`` at a cache filled to the middle of the run (``step_gb_s``: the weight bytes per
+  second of the whole step; with ``--compile`` the linears are fused into it and not timed apart:
+  ``linears_ms`` and ``attention_and_small_ops_ms`` are null); ``attention_and_small_ops_ms`` =
   step - linears (attention over the cache, norms, residuals, cache writes, Python and dispatch);
   ``loop_ms`` = 1000 / cached_decode_tok_s and ``sampling_and_loop_ms`` = loop - step (penalty,
   top-k, sampling, the host sync of the EOS check, bookkeeping).
@@ -114,9 +116,10 @@ def step_budget(model: Text2Semantic, device: torch.device, fill: int, weight_by
         for i in range(steps):
             model.decode_one_token(tok, pos + i, fill + i, None, phone_lens)
 
+    fused = getattr(linear, "info", None) is not None and linear.info.kernel == "compiled"  # s1.compiled
     try:
         with decode_threads(model):
-            t_lin = min(timed(linears, device)[0] for _ in range(repeats + 1))
+            t_lin = None if fused else min(timed(linears, device)[0] for _ in range(repeats + 1))
             t_step = min(timed(decode_steps, device)[0] for _ in range(repeats + 1)) / steps
     finally:
         model.transformer.reset_cache()
@@ -124,10 +127,11 @@ def step_budget(model: Text2Semantic, device: torch.device, fill: int, weight_by
         "read_gb_s": round(read_gb_s, 1),
         "weight_mb_per_step": round(weight_bytes / 2**20, 1),
         "read_bound_ms": round(weight_bytes / read_gb_s / 1e6, 2),
-        "linears_ms": round(t_lin * 1e3, 2),
-        "linears_gb_s": round(weight_bytes / t_lin / 1e9, 1),
+        "linears_ms": None if fused else round(t_lin * 1e3, 2),  # compiled: fused into the step, not apart
+        "linears_gb_s": None if fused else round(weight_bytes / t_lin / 1e9, 1),
         "step_ms": round(t_step * 1e3, 2),
-        "attention_and_small_ops_ms": round((t_step - t_lin) * 1e3, 2),
+        "step_gb_s": round(weight_bytes / t_step / 1e9, 1),
+        "attention_and_small_ops_ms": None if fused else round((t_step - t_lin) * 1e3, 2),
         "loop_ms": round(loop_ms, 2),
         "sampling_and_loop_ms": round(loop_ms - t_step * 1e3, 2),
         "cache_slots": fill,
@@ -172,9 +176,10 @@ def main(args: argparse.Namespace) -> None:
         agreement = vars(compare_with_fp32(model, phones[0], prompt[0], args.agreement_steps, args.weights,
                                            kernel=args.kernel))
     threads = args.decode_threads if args.decode_threads == "auto" else int(args.decode_threads)
-    fmt_info = vars(use_weight_format(model, args.weights, args.kernel, threads))
+    use_weight_format(model, args.weights, args.kernel, threads)
     if args.compile:
-        compile_decode_step(model)
+        compile_decode_step(model)  # packs the format again for the graph ("compiled" kernel)
+    fmt_info = vars(model.transformer.decode_linear.info)
 
     def run(n_new: int, use_cache: bool) -> GenerationResult:
         res = generate_detailed(

@@ -65,8 +65,10 @@ class KVCache:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        # kv[0] = keys, kv[1] = values: one buffer so that one copy writes both.
-        self.kv = torch.zeros(2, batch, n_head, max_len, head_dim, device=device, dtype=dtype)
+        # kv[0] = keys, kv[1] = values: one buffer so that one copy writes both. One slot more than max_len:
+        # the filled slots are then never the whole buffer, whose contiguity a compiled decode step would
+        # otherwise tell apart from a part's (and compile again for the last slot).
+        self.kv = torch.zeros(2, batch, n_head, max_len + 1, head_dim, device=device, dtype=dtype)
         self.batch = batch
         self.max_len = max_len
 
@@ -76,11 +78,12 @@ class KVCache:
         Returns views ``(k, v)`` of shape ``[B, H, input_pos+S, Dh]`` over the filled slots.
         """
         end = input_pos + kv_new.shape[3]
-        if end > self.max_len:
-            raise ValueError(f"KV cache overflow: writing up to slot {end} > max_len {self.max_len}")
-        if kv_new.shape[1] != self.batch:
-            raise ValueError(f"KV cache holds {self.batch} rows, got a batch of {kv_new.shape[1]}")
-        live = self.kv[:, : self.batch]
+        if not torch.compiler.is_compiling():  # compiled: no guard on the Python ints (they would recompile)
+            if end > self.max_len:
+                raise ValueError(f"KV cache overflow: writing up to slot {end} > max_len {self.max_len}")
+            if kv_new.shape[1] != self.batch:
+                raise ValueError(f"KV cache holds {self.batch} rows, got a batch of {kv_new.shape[1]}")
+        live = self.kv[:, : kv_new.shape[1]]  # the live rows (compacted to the front by keep_rows)
         live[:, :, :, input_pos:end].copy_(kv_new)
         filled = live[:, :, :, :end]
         return filled[0], filled[1]
@@ -93,6 +96,39 @@ class KVCache:
 
 
 Linear = Callable[[Tensor, Tensor, Tensor | None, bool], Tensor]
+
+
+def reduction_linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = False) -> Tensor:
+    """``plain_linear`` written as a product and a sum over ``K``, for graphs compiled by ``torch.compile``.
+
+    Inductor fuses ``(w * x).sum(-1)`` (+ bias, ReLU, and ``w``'s widening from fp16/bf16 to ``x``'s
+    dtype) into one loop over the weight, parallel over output rows: for the single row of a
+    decode step it reads ``weight`` once in its stored dtype, near the memory bandwidth, without
+    the per-call cost of a BLAS matrix-vector product. Run eagerly it would materialise
+    ``[..., N, K]``: outside a compiled graph it is ``F.linear`` on the weight widened to ``x``'s dtype.
+    """
+    if not torch.compiler.is_compiling():
+        return plain_linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), relu)
+    y = (weight.to(x.dtype) * x.unsqueeze(-2)).sum(-1)  # [..., N]
+    if bias is not None:
+        y = y + bias.to(x.dtype)
+    return torch.relu(y) if relu else y
+
+
+def cached_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """Attention of the cached path: q ``[B, H, S, Dh]`` over k, v ``[B, H, S_k, Dh]`` -> ``[B, H, S, Dh]``.
+
+    Eager, and for more than one query row: ``F.scaled_dot_product_attention``. One query row inside a
+    compiled graph (a decode step): the scores, softmax and weighted sum written as reductions, which
+    inductor fuses into loops that read the cache once (the flash-attention CPU kernel makes two small
+    matrix products per head per call, which cost more than the arithmetic at one row).
+    """
+    if q.shape[-2] != 1 or not torch.compiler.is_compiling():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = (q * k).sum(-1) * q.shape[-1] ** -0.5  # [B, H, S_k]
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, :, 0, :], float("-inf"))  # mask [B or 1, 1, 1, S_k]
+    return (scores.softmax(-1).unsqueeze(-1) * v).sum(-2, keepdim=True)  # [B, H, 1, Dh]
 
 
 def plain_linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = False) -> Tensor:
@@ -165,6 +201,8 @@ class SelfAttention(nn.Module):
             k, v = cache.update(input_pos, qkv[1:])  # [B, H, input_pos+S, Dh]
         if self.training and self.dropout > 0:  # CPU: modules.dropout's written-out path
             y = attention_dropout(q, k, v, mask, self.dropout)  # [B, H, S, Dh]
+        elif cache is not None:
+            y = cached_attention(q, k, v, mask)  # [B, H, S, Dh]
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, S, Dh]
         return linear(y.transpose(1, 2).reshape(b, s, d), self.out_proj.weight, self.out_proj.bias, False)

@@ -30,6 +30,12 @@ themselves are unchanged (fp32). Per format, each transformer ``Linear`` becomes
   ``torch.ops.aten._weight_int8pack_mm`` on bf16 inputs (its fast CPU path), then
   ``y * scale + bias`` in fp32. CPU only.
 
+Kernel "compiled" (set by ``s1.compiled.compile_decode_step``, fp32/bf16/fp16): the weights in the format's
+dtype (fp32: the parameters themselves) through ``modules.transformer.reduction_linear``, which inside the
+compiled decode step becomes one fused loop over the stored weights (the input stays fp32, so bf16 there
+rounds only the weights); run eagerly (prefill) it is ``F.linear`` on the widened weights. int8 keeps its
+kernel in the graph; the head is then fp32 through ``reduction_linear`` too.
+
 For fp32 and bf16 the kernel (``F.linear`` = "plain", "onednn" where oneDNN supports the
 format on this CPU, for fp32 also "transposed") is chosen by timing both over the model's own weights, one row, when the
 format is set (``kernel="auto"``; the choice and the timings are in the returned ``FormatInfo``):
@@ -65,10 +71,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modules.transformer import onednn_linear, onednn_linear_usable, plain_linear
+from modules.transformer import onednn_linear, onednn_linear_usable, plain_linear, reduction_linear
 
 WEIGHT_FORMATS = ("fp32", "bf16", "fp16", "int8")
-KERNELS = ("auto", "plain", "onednn", "transposed")
+KERNELS = ("auto", "plain", "onednn", "transposed", "compiled")
+COMPILED_FORMATS = ("fp32", "bf16", "fp16")  # formats with a "compiled" kernel (s1.compiled); int8 keeps its own
+WEIGHT_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 ONEDNN_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 INT8_K_MULTIPLE = 16
@@ -122,17 +130,37 @@ def fp16_usable(weight: Tensor) -> bool:
             and hasattr(torch.ops.quantized, "linear_relu_dynamic_fp16"))
 
 
+def check_fp16_range(w: Tensor) -> Tensor:
+    """``w`` if every entry fits fp16 (|w| <= 65504), else ``ValueError``."""
+    peak = float(w.abs().max()) if w.numel() else 0.0
+    if not peak <= FP16_MAX:  # also NaN
+        raise ValueError(f"fp16 weights: a {list(w.shape)} weight holds |w| = {peak:g}, beyond fp16's range "
+                         f"({FP16_MAX:g}); use --weights fp32 or bf16 for this model")
+    return w
+
+
+def pack_compiled(weight: Tensor, bias: Tensor | None, fmt: str) -> Packed:
+    """Weights of format ``fmt`` (fp32: the parameter itself; bf16, fp16: one copy) through ``reduction_linear``,
+    which a compiled decode step (``s1.compiled``) turns into one fused loop over the stored weights; eagerly
+    (prefill) ``F.linear`` on the weights widened to fp32."""
+    w = weight.detach()
+    if fmt == "fp16":
+        check_fp16_range(w)
+    w = w.to(WEIGHT_DTYPE[fmt]).contiguous()
+    b = None if bias is None else bias.detach().float()
+    for t in (w, b):  # fixed shapes in the graph (it is compiled with dynamic shapes for the cache length)
+        if t is not None:
+            torch._dynamo.mark_static(t)
+    return lambda x, relu: reduction_linear(x, w, b, relu)
+
+
 def pack_fp16(weight: Tensor, bias: Tensor | None) -> Packed:
     """fp16 weight-only through fbgemm: ``x @ fp16(w).T + b`` with fp32 input, accumulation and output."""
     if not fp16_usable(weight):
         raise ValueError(f"fp16 weights need torch's fbgemm engine on a CPU (x86 builds); the model is on "
                          f"{weight.device} with engines {torch.backends.quantized.supported_engines}: use "
                          "--weights int8, bf16 or fp32")
-    w = weight.detach().float().contiguous()
-    peak = float(w.abs().max()) if w.numel() else 0.0
-    if not peak <= FP16_MAX:  # also NaN
-        raise ValueError(f"fp16 weights: a {list(w.shape)} weight holds |w| = {peak:g}, beyond fp16's range "
-                         f"({FP16_MAX:g}); use --weights fp32 or bf16 for this model")
+    w = check_fp16_range(weight.detach().float().contiguous())
     packed = torch.ops.quantized.linear_prepack_fp16(w, None if bias is None else bias.detach().float())
     plain, fused = torch.ops.quantized.linear_dynamic_fp16, torch.ops.quantized.linear_relu_dynamic_fp16
     return lambda x, relu: (fused if relu else plain)(x.float(), packed).to(x.dtype)
@@ -212,6 +240,11 @@ def _time_pass(fns: list[Packed], xs: list[Tensor]) -> float:
 
 PACKERS = {"fp32": pack_fp32, "bf16": pack_bf16, "fp16": lambda w, b, kernel: pack_fp16(w, b),
            "int8": lambda w, b, kernel: pack_int8(w, b)}
+
+
+def pack(fmt: str, weight: Tensor, bias: Tensor | None, kernel: str) -> Packed:
+    """One linear in format ``fmt`` with ``kernel`` ("compiled": ``pack_compiled``, else the format's packer)."""
+    return pack_compiled(weight, bias, fmt) if kernel == "compiled" else PACKERS[fmt](weight, bias, kernel)
 SINGLE_KERNEL = {"fp16": "fbgemm", "int8": "int8pack"}  # formats with one kernel: its name
 
 
@@ -321,20 +354,23 @@ def pack_linears(model: nn.Module, fmt: str, kernel: str = "auto") -> PackedLine
     linears = _linears(model)
     timings: dict[str, float] = {}
     onednn_ok = bool(linears) and onednn_linear_usable(linears[0].weight)
+    compiled = kernel == "compiled"  # for s1.compiled: every linear in a form its compiled graph can hold
     if kernel == "auto":
         kernel, timings = choose_kernel(linears, fmt)
-    elif kernel not in usable_kernels(linears, fmt):  # fp16/int8: their one kernel; oneDNN where unsupported: F.linear
-        kernel = usable_kernels(linears, fmt)[0]
+    elif compiled and fmt not in COMPILED_FORMATS:  # int8: its own kernel, compiled as it is
+        kernel = SINGLE_KERNEL[fmt]
+    elif kernel != "compiled" and kernel not in usable_kernels(linears, fmt):
+        kernel = usable_kernels(linears, fmt)[0]  # fp16/int8: their one kernel; oneDNN where unsupported: F.linear
     table: dict[int, Packed] = {}
     sources: list[Tensor] = []
     n_bytes = 0
     for m in linears:
-        table[id(m.weight)] = PACKERS[fmt](m.weight, m.bias, kernel)
+        table[id(m.weight)] = pack(fmt, m.weight, m.bias, kernel)
         n_bytes += m.weight.numel() * BYTES_PER_WEIGHT[fmt] + (4 * m.out_features if fmt == "int8" else 0)  # + scales
         sources += [m.weight] + ([] if m.bias is None else [m.bias])
     head = model.head  # fp32 in every format; its kernel: the fp32 choice, else oneDNN where usable
     head_kernel = kernel if fmt == "fp32" else ("onednn" if onednn_ok else "plain")
-    table[id(head.weight)] = pack_fp32(head.weight, head.bias, head_kernel)
+    table[id(head.weight)] = pack("fp32", head.weight, head.bias, "compiled" if compiled else head_kernel)
     sources.append(head.weight)
     info = FormatInfo(weight_format=fmt, kernel=kernel, transformer_weight_mb=round(n_bytes / 2**20, 1),
                       timings_ms=timings, pack_s=round(time.perf_counter() - t0, 3))

@@ -1,28 +1,38 @@
 """torch.compile of the S1 decode step (s1/compiled.py): compiled == eager, in every weight format.
 
-The graph is compiled with the ``aot_eager`` backend (dynamo capture + AOT functionalization of the
-KV-cache writes, no code generation), which keeps this test fast; the inductor backend is timed and
-checked by ``bench/s1_decode.py --compile``."""
+The graphs are compiled with the ``aot_eager`` backend (dynamo capture + AOT functionalization of the
+KV-cache writes, no code generation), which keeps these tests fast and still takes the compiled-only
+paths (``torch.compiler.is_compiling()`` is true while tracing): the linears as products and sums
+(``reduction_linear``) and the one-row attention as reductions (``cached_attention``). The inductor
+backend is timed and checked by ``bench/s1_decode.py --compile`` and ``bench/gsv1_compare.py --compile``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from s1.compiled import compile_decode_step, uncompile_decode_step
+from modules.transformer import cached_attention, plain_linear, reduction_linear
+from s1.compiled import check_cpp_compiler, compile_decode_step, uncompile_decode_step
 from s1.generate import generate
-from s1.weights import use_weight_format
+from s1.weights import teacher_forced_logits, use_weight_format
 from tests.test_s1_generate import SAMPLED, rows, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 
-@pytest.mark.parametrize("fmt", ["int8", "fp16"])
-def test_compiled_decode_step_equals_eager(fmt: str) -> None:
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
     torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_int8_compiled_decode_step_gives_the_eager_tokens() -> None:
+    """int8 keeps its kernel in the graph: the same ops, so the same sampled tokens."""
     model = tiny_model(4)
     phones, prompts = rows(3)  # rows of different lengths: left padding, masks, rows dropped mid-way
-    use_weight_format(model, fmt)  # the packed linears are traced too
+    use_weight_format(model, "int8")
     kw = dict(max_new_tokens=[14, 9, 20], min_new_tokens=3, seed=5)
     eager = generate(model, phones, prompts, SAMPLED, **kw)
     compile_decode_step(model, backend="aot_eager")
@@ -30,4 +40,87 @@ def test_compiled_decode_step_equals_eager(fmt: str) -> None:
     compiled = generate(model, phones, prompts, SAMPLED, **kw)
     assert [t.tolist() for t in compiled] == [t.tolist() for t in eager]
     uncompile_decode_step(model)
+    assert "decode_one_token" not in vars(model)
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fp16", "bf16"])
+def test_compiled_decode_step_logits_equal_eager(fmt: str) -> None:
+    """fp32/fp16/bf16 are packed as ``reduction_linear`` for the graph ("compiled" kernel): its logits
+    (teacher-forced over 12 steps) equal that packing's run eagerly (``F.linear`` on the widened weights)
+    up to summation order, sampling gives the same tokens, and for fp32 and fp16 the eager kernels of the
+    format (F.linear/oneDNN, fbgemm) give those logits too (bf16's eager kernels also round the input)."""
+    model = tiny_model(2).eval()  # teacher_forced_logits runs the model as it is (no dropout in eval)
+    phones, prompts = rows(1)
+    tokens = torch.randint(0, model.codebook_size, (12,), generator=torch.Generator().manual_seed(0))
+    use_weight_format(model, fmt, threads=1)
+    format_logits = teacher_forced_logits(model, phones[0], prompts[0], tokens)
+    use_weight_format(model, fmt, "compiled", threads=1)
+    eager_logits = teacher_forced_logits(model, phones[0], prompts[0], tokens)
+    if fmt != "bf16":
+        torch.testing.assert_close(eager_logits, format_logits, rtol=1e-4, atol=1e-4)
+    kw = dict(max_new_tokens=[10, 7, 12], min_new_tokens=2, seed=3)
+    eager = generate(model, phones, prompts, SAMPLED, **kw)
+
+    compile_decode_step(model, backend="aot_eager")
+    assert model.transformer.decode_linear.info.kernel == "compiled"
+    assert model.decode_format[:2] == (fmt, "compiled")
+    compiled_logits = teacher_forced_logits(model, phones[0], prompts[0], tokens)
+    torch.testing.assert_close(compiled_logits, eager_logits, rtol=1e-4, atol=1e-4)
+    compiled = generate(model, phones, prompts, SAMPLED, **kw)
+    assert [t.tolist() for t in compiled] == [t.tolist() for t in eager]
+
+    uncompile_decode_step(model)  # back to the packing before compile_decode_step
+    assert "decode_one_token" not in vars(model)
+    assert model.decode_format[:2] == (fmt, "compiled")
+
+
+def test_uncompile_restores_the_eager_kernels() -> None:
+    model = tiny_model(2)
+    use_weight_format(model, "fp16", threads=1)
+    compile_decode_step(model, backend="aot_eager")
+    assert model.transformer.decode_linear.info.kernel == "compiled"
+    uncompile_decode_step(model)
+    assert model.transformer.decode_linear.info.kernel == "fbgemm"
+    assert model.decode_format == ("fp16", "auto", 1)
+
+
+@pytest.mark.parametrize("wdtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("relu", [False, True])
+def test_reduction_linear_equals_linear_compiled_and_eager(wdtype: torch.dtype, relu: bool) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 24, generator=g)
+    w = torch.randn(40, 24, generator=g).to(wdtype)
+    b = torch.randn(40, generator=g)
+    want = plain_linear(x, w.float(), b, relu)  # the weights as stored, widened
+    torch.testing.assert_close(reduction_linear(x, w, b, relu), want)
+    compiled = torch.compile(reduction_linear, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, w, b, relu), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(compiled(x, w, None, relu), plain_linear(x, w.float(), None, relu),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_one_row_attention_as_reductions_equals_sdpa(masked: bool) -> None:
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(3, 4, 1, 8, generator=g)
+    k, v = torch.randn(3, 4, 11, 8, generator=g), torch.randn(3, 4, 11, 8, generator=g)
+    mask = None
+    if masked:
+        mask = torch.ones(3, 1, 1, 11, dtype=torch.bool)
+        mask[0, ..., :4] = False  # a left-padded row
+        mask[2, ..., 7:] = False
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    compiled = torch.compile(cached_attention, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v, mask), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cached_attention(q, k, v, mask), want)  # eager: SDPA itself
+
+
+def test_compile_without_a_cpp_compiler_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
+        check_cpp_compiler()
+    model = tiny_model(0)
+    with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
+        compile_decode_step(model)  # inductor on the CPU
     assert "decode_one_token" not in vars(model)

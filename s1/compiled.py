@@ -14,8 +14,8 @@ fuse around them; int8 keeps its own kernel inside the graph. On a CPU this remo
 eager step pays beyond reading the weights: a BLAS matrix-vector call per linear (which read
 the weights at about half the rate of a plain sum on the 2-core AVX2 EPYC), two small matrix
 products per head in the flash-attention kernel, ~300 dispatched ops. There a 12-layer fp32
-step went from 43 to 21 ms and an fp16 one from 37 to 15 ms, for ~80 s of compilation on the
-first call (``python -m bench.s1_decode --compile`` reports both on your machine). Inductor
+step went from 43 to ~21 ms and an fp16 one from 37 to 11-13 ms, for ~1 minute of compilation
+(~2 at 24 layers) on the first call (``python -m bench.s1_decode --compile`` reports both on your machine). Inductor
 needs a C++ compiler on the CPU (``g++``/``clang++``); without one ``compile_decode_step`` raises.
 
 The compiled step runs at torch's thread count as it was when compiling (inductor builds its

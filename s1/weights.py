@@ -78,7 +78,6 @@ KERNELS = ("auto", "plain", "onednn", "transposed", "compiled")
 COMPILED_FORMATS = ("fp32", "bf16", "fp16")  # formats with a "compiled" kernel (s1.compiled); int8 keeps its own
 WEIGHT_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
-ONEDNN_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 INT8_K_MULTIPLE = 16
 FP16_MAX = float(torch.finfo(torch.float16).max)
 ONE_THREAD_MARGIN = 0.95  # choose_threads: one thread wins only below 95 % of torch's count's step time
@@ -241,11 +240,12 @@ def _time_pass(fns: list[Packed], xs: list[Tensor]) -> float:
 PACKERS = {"fp32": pack_fp32, "bf16": pack_bf16, "fp16": lambda w, b, kernel: pack_fp16(w, b),
            "int8": lambda w, b, kernel: pack_int8(w, b)}
 
+SINGLE_KERNEL = {"fp16": "fbgemm", "int8": "int8pack"}  # formats with one kernel: its name
+
 
 def pack(fmt: str, weight: Tensor, bias: Tensor | None, kernel: str) -> Packed:
     """One linear in format ``fmt`` with ``kernel`` ("compiled": ``pack_compiled``, else the format's packer)."""
     return pack_compiled(weight, bias, fmt) if kernel == "compiled" else PACKERS[fmt](weight, bias, kernel)
-SINGLE_KERNEL = {"fp16": "fbgemm", "int8": "int8pack"}  # formats with one kernel: its name
 
 
 def usable_kernels(linears: list[nn.Linear], fmt: str) -> list[str]:
@@ -253,7 +253,7 @@ def usable_kernels(linears: list[nn.Linear], fmt: str) -> list[str]:
     the dtype."""
     if fmt in SINGLE_KERNEL:
         return [SINGLE_KERNEL[fmt]]
-    onednn = bool(linears) and onednn_linear_usable(linears[0].weight, ONEDNN_DTYPE[fmt])
+    onednn = bool(linears) and onednn_linear_usable(linears[0].weight, WEIGHT_DTYPE[fmt])
     return ["plain"] + (["onednn"] if onednn else []) + (["transposed"] if fmt == "fp32" else [])
 
 
@@ -359,7 +359,7 @@ def pack_linears(model: nn.Module, fmt: str, kernel: str = "auto") -> PackedLine
         kernel, timings = choose_kernel(linears, fmt)
     elif compiled and fmt not in COMPILED_FORMATS:  # int8: its own kernel, compiled as it is
         kernel = SINGLE_KERNEL[fmt]
-    elif kernel != "compiled" and kernel not in usable_kernels(linears, fmt):
+    elif not compiled and kernel not in usable_kernels(linears, fmt):
         kernel = usable_kernels(linears, fmt)[0]  # fp16/int8: their one kernel; oneDNN where unsupported: F.linear
     table: dict[int, Packed] = {}
     sources: list[Tensor] = []

@@ -22,6 +22,7 @@ import contextlib
 import importlib
 import io
 import json
+import logging
 import sys
 import types
 import typing
@@ -103,6 +104,8 @@ def import_gs(gs_root: str | Path, s2: bool = True) -> GS:
     ours = {p.stem for p in REPO.iterdir() if (p.is_dir() and (p / "__init__.py").is_file()) or p.suffix == ".py"}
     shared = {p.stem for p in pkg.iterdir()} & ours
     stash = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in shared}
+    root_log = logging.getLogger()
+    log_state = (root_log.level, list(root_log.handlers))  # GS's utils sets DEBUG logging to stdout (into our JSON)
     sys.path.insert(0, str(pkg))
     try:
         t2s = importlib.import_module("AR.models.t2s_model")
@@ -120,6 +123,8 @@ def import_gs(gs_root: str | Path, s2: bool = True) -> GS:
         for k in [k for k in sys.modules if k.split(".")[0] in shared]:
             del sys.modules[k]
         sys.modules.update(stash)
+        root_log.setLevel(log_state[0])
+        root_log.handlers[:] = log_state[1]
     if shared:
         notes.append(f"GS packages named like ours ({', '.join(sorted(shared))}) were imported for GS and then "
                      "removed from sys.modules")

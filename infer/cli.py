@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +150,7 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true",
                    help="torch.compile S1's decode step (s1/compiled.py): on a CPU about twice as fast per token "
                         "(fused loops read the weights near the memory bandwidth), for one compilation of "
-                        "~1-2 minutes at the first sentence (a C++ compiler is needed: g++ or clang++); pays "
+                        "~1-2 minutes before the first sentence (a C++ compiler is needed: g++ or clang++); pays "
                         "for long texts and servers, not for one short sentence")
 
 
@@ -299,11 +300,14 @@ def prepare(args: argparse.Namespace) -> Prepared:
             raise InferenceError(f"--weights {args.weights}: {err}") from None
         log.info("S1 decoding weights: %s (%.1f MB per step)", info.weight_format, info.transformer_weight_mb)
     if args.compile:
+        t0 = time.perf_counter()
         try:
-            compile_decode_step(engine.s1.model)
+            info = compile_decode_step(engine.s1.model)
         except RuntimeError as err:
             raise InferenceError(f"--compile: {err}") from None
-        log.info("S1 decode step compiled with torch.compile: the first sentence waits for the compilation")
+        log.info("S1 decode step compiled with torch.compile in %.0f s%s", time.perf_counter() - t0,
+                 "" if info is None else f"; it runs at {info.threads} thread(s) (ms per step by threads: "
+                 f"{info.step_ms_by_threads})")
     ref = load_reference(args.ref, engine.s2.sample_rate, ref_opts)
     gen_opts = generation_options(args, engine.s1.cfg.inference)
     engine.speaker_rows(gen_opts.speaker)  # an unknown or missing speaker fails here, before any work

@@ -18,8 +18,10 @@ step went from 43 to ~21 ms and an fp16 one from 37 to 11-13 ms, for ~1 minute o
 (~2 at 24 layers) on the first call (``python -m bench.s1_decode --compile`` reports both on your machine). Inductor
 needs a C++ compiler on the CPU (``g++``/``clang++``); without one ``compile_decode_step`` raises.
 
-The compiled step runs at torch's thread count as it was when compiling (inductor builds its
-loops for it), so ``s1.weights``' per-step thread choice is set to that count.
+Threads: the compiled loops run at the thread count set when they run, and which count is faster
+depends on the machine: on the 2-core AVX2 EPYC two threads were (11-12 vs 15-19 ms per 12-layer fp16
+step), on a 2-core AVX-512 EPYC (Zen 4) one was (5.6 vs 8.9 ms bf16, ``OMP_WAIT_POLICY=PASSIVE``: each of
+the step's parallel loops wakes the other thread). So both are timed once compiled, as for eager steps.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import shutil
 import torch
 from torch import nn
 
-from s1.weights import use_weight_format
+from s1.weights import FormatInfo, choose_threads, use_weight_format
 
 COMPILERS = ("g++", "c++", "clang++")
 
@@ -43,21 +45,31 @@ def check_cpp_compiler() -> None:
                        "`apt install g++`); none is on the PATH. Decode without --compile instead.")
 
 
-def compile_decode_step(model: nn.Module, backend: str = "inductor", mode: str | None = None) -> None:
-    """Replace ``model.decode_one_token`` by its compiled version (once; later calls do nothing).
+def compile_decode_step(model: nn.Module, backend: str = "inductor", mode: str | None = None,
+                        threads: int | str = "auto") -> FormatInfo | None:
+    """Replace ``model.decode_one_token`` by its compiled version (once; later calls do nothing and return None).
 
     The model's weight format (``decode_format``, fp32 by default) is packed again with the "compiled"
-    kernel; ``uncompile_decode_step`` restores the format's eager packing."""
+    kernel; ``uncompile_decode_step`` restores the format's eager packing. On a CPU with ``threads="auto"``
+    the compiled step is timed at torch's thread count and at one (``s1.weights.choose_threads``; its first
+    call compiles, so the compilation happens here) and runs at the faster; an int fixes the count.
+    Returns the packing's ``FormatInfo`` (threads and ms per step at each count timed), None off CPU."""
     if "decode_one_token" in vars(model):
-        return
+        return None
     on_cpu = model.head.weight.device.type == "cpu"
     if backend == "inductor" and on_cpu:
         check_cpp_compiler()
-    fmt, kernel, threads = getattr(model, "decode_format", ("fp32", "auto", "auto"))
+    fmt, kernel, eager_threads = getattr(model, "decode_format", ("fp32", "auto", "auto"))
+    fixed = torch.get_num_threads() if threads == "auto" else threads
     if on_cpu:
-        use_weight_format(model, fmt, "compiled", threads=torch.get_num_threads())
-        model.eager_decode_format = (fmt, kernel, threads)
+        info = use_weight_format(model, fmt, "compiled", threads=fixed)
+        model.eager_decode_format = (fmt, kernel, eager_threads)
     model.decode_one_token = torch.compile(model.decode_one_token, dynamic=True, backend=backend, mode=mode)
+    if not on_cpu:
+        return None
+    if threads == "auto":
+        info.threads, info.step_ms_by_threads = choose_threads(model, step=model.decode_one_token)
+    return info
 
 
 def uncompile_decode_step(model: nn.Module) -> None:

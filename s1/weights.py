@@ -304,11 +304,14 @@ def decode_threads(model: nn.Module) -> contextlib.AbstractContextManager:
 
 
 @torch.inference_mode()
-def choose_threads(model: nn.Module, rounds: int = 3, steps: int = 8,
-                   prefix: int = 320) -> tuple[int, dict[int, float]]:
+def choose_threads(model: nn.Module, rounds: int = 3, steps: int = 8, prefix: int = 320,
+                   step: Callable[..., Tensor] | None = None) -> tuple[int, dict[int, float]]:
     """Time cached decode steps of ``model`` (one row, a zero cache of ``prefix`` slots, its packed linears) at
     torch's thread count and at one thread, interleaved, best of ``rounds``: -> (the faster count, ms per step
     of each). Nothing is timed (-> torch's count) on one thread, off CPU, or while a cache is in use.
+    ``step(tokens, positions, input_pos, mask, phone_lens)``: the step to time (default: the class's eager
+    ``decode_one_token``, even if the instance's is compiled; ``s1.compiled`` passes the compiled one, whose
+    warm-up call compiles it).
 
     ``prefix``: a typical sequence length mid-generation (phonemes + prompt + tokens so far), so that the
     attention over the cache weighs as it does then: with 64 slots one thread looked as fast as two for
@@ -318,7 +321,11 @@ def choose_threads(model: nn.Module, rounds: int = 3, steps: int = 8,
     tr = model.transformer
     if n == 1 or model.head.weight.device.type != "cpu" or tr.caches is not None:
         return n, {}
-    step = type(model).decode_one_token  # the eager method, even if the instance's is compiled or wrapped
+    if step is None:
+        eager = type(model).decode_one_token
+
+        def step(*args: Tensor | int | None) -> Tensor:
+            return eager(model, *args)
     tok = torch.zeros(1, dtype=torch.long)
     pos, phone_lens = torch.zeros(1, dtype=torch.long), torch.full((1,), prefix, dtype=torch.long)
     was_training = model.training
@@ -329,7 +336,7 @@ def choose_threads(model: nn.Module, rounds: int = 3, steps: int = 8,
             with thread_count(threads):
                 t0 = time.perf_counter()
                 for i in range(steps):
-                    step(model, tok, pos + i, prefix + i, None, phone_lens)
+                    step(tok, pos + i, prefix + i, None, phone_lens)
                 return (time.perf_counter() - t0) / steps
 
         best = {k: float("inf") for k in (n, 1)}

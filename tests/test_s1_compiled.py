@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from modules.transformer import cached_attention, plain_linear, reduction_linear
 from s1.compiled import check_cpp_compiler, compile_decode_step, uncompile_decode_step
 from s1.generate import generate
-from s1.weights import teacher_forced_logits, use_weight_format
+from s1.weights import teacher_forced_logits, thread_count, use_weight_format
 from tests.test_s1_generate import SAMPLED, rows, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
@@ -82,6 +82,25 @@ def test_uncompile_restores_the_eager_kernels() -> None:
     uncompile_decode_step(model)
     assert model.transformer.decode_linear.info.kernel == "fbgemm"
     assert model.decode_format == ("fp16", "auto", 1)
+
+
+def test_compiled_step_threads_timed_or_fixed() -> None:
+    """threads="auto": the compiled step (compiled by its first timed call) is timed at torch's count and at
+    one and decodes at the faster; an int fixes the count without timing. Tokens as eager either way."""
+    model = tiny_model(2)
+    phones, prompts = rows(2)
+    kw = dict(max_new_tokens=[9, 6, 11], min_new_tokens=2, seed=4)
+    use_weight_format(model, "fp32", threads=1)
+    eager = generate(model, phones, prompts, SAMPLED, **kw)
+    with thread_count(2):
+        info = compile_decode_step(model, backend="aot_eager")
+        assert set(info.step_ms_by_threads) == {2, 1} and all(ms > 0 for ms in info.step_ms_by_threads.values())
+        assert info.threads in (1, 2) and model.transformer.decode_linear.info is info
+        assert [t.tolist() for t in generate(model, phones, prompts, SAMPLED, **kw)] == [t.tolist() for t in eager]
+        uncompile_decode_step(model)
+        info = compile_decode_step(model, backend="aot_eager", threads=1)
+        assert info.threads == 1 and info.step_ms_by_threads == {}
+        assert compile_decode_step(model, backend="aot_eager") is None  # already compiled: nothing done
 
 
 @pytest.mark.parametrize("wdtype", [torch.float32, torch.float16, torch.bfloat16])

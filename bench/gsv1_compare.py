@@ -392,7 +392,7 @@ def main(args: argparse.Namespace) -> None:
     try:
         s1_files = {}
         if parts & {"s1", "speed-s1"}:
-            for n_layer in (12, 24):
+            for n_layer in args.layers:
                 s1_files[n_layer] = args.work / f"s1_{n_layer}L.ckpt"
                 gsr.build_s1_file(gs, n_layer, args.seed + n_layer, s1_files[n_layer])
         g_path, d_path = args.work / "s2G.pth", args.work / "s2D.pth"
@@ -454,6 +454,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="in speed-s1, also time each format with our decode step compiled (s1.compiled; "
                         "the compile time is reported apart, the runs after it are timed)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--layers", type=lambda v: [int(x) for x in v.split(",")], default=[12, 24],
+                   help="S1 depths, comma-separated (default: 12,24)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--work-dir", default=None, help="keep the v1 files and tiny models here (default: a temp dir)")
     return p.parse_args(argv)

@@ -1,11 +1,12 @@
 """``torch.compile`` of S1's decode step (gpt-fast style: only ``decode_one_token`` is compiled).
 
     from s1.compiled import compile_decode_step
-    compile_decode_step(model)     # the next s1.generate call pays the compilation, later calls reuse it
+    compile_decode_step(model)     # compiles the step (timing its threads); s1.generate then uses it
     uncompile_decode_step(model)   # back to eager (and to the weight format's eager kernels)
 
-The step is compiled with dynamic shapes (the cache length grows every step), so one graph
-serves every step and every generation; prefill and sampling stay eager. It keeps the model's
+The step is compiled with dynamic shapes (the cache length grows every step), so one graph per
+thread count serves every step and every generation (the first batch of several rows or with
+padding masks compiles its own once); prefill and sampling stay eager. It keeps the model's
 weight format (``s1.weights``) and packs it for the graph: fp32, bf16 and fp16 linears become
 ``modules.transformer.reduction_linear`` (a product and a sum that inductor fuses into one loop
 over the stored weights, parallel over output rows), the one-row attention over the cache
@@ -15,13 +16,14 @@ eager step pays beyond reading the weights: a BLAS matrix-vector call per linear
 the weights at about half the rate of a plain sum on the 2-core AVX2 EPYC), two small matrix
 products per head in the flash-attention kernel, ~300 dispatched ops. There a 12-layer fp32
 step went from 43 to ~21 ms and an fp16 one from 37 to 11-13 ms, for ~1 minute of compilation
-(~2 at 24 layers) on the first call (``python -m bench.s1_decode --compile`` reports both on your machine). Inductor
+(~2 at 24 layers) (``python -m bench.s1_decode --compile`` reports both on your machine). Inductor
 needs a C++ compiler on the CPU (``g++``/``clang++``); without one ``compile_decode_step`` raises.
 
-Threads: the compiled loops run at the thread count set when they run, and which count is faster
-depends on the machine: on the 2-core AVX2 EPYC two threads were (11-12 vs 15-19 ms per 12-layer fp16
-step), on a 2-core AVX-512 EPYC (Zen 4) one was (5.6 vs 8.9 ms bf16, ``OMP_WAIT_POLICY=PASSIVE``: each of
-the step's parallel loops wakes the other thread). So both are timed once compiled, as for eager steps.
+Threads: which count is faster depends on the machine: on the 2-core AVX2 EPYC two threads were
+(11-12 vs 15-19 ms per 12-layer fp16 step), on a 2-core AVX-512 EPYC one was (7.9 vs 11.7 ms bf16,
+12.7 vs 18.6 ms fp32, ``OMP_WAIT_POLICY=PASSIVE``: each of the step's parallel loops wakes the other
+thread). So, as for eager steps, both are timed, each with its own graph (dynamo guards on the thread
+count; the second compilation mostly hits inductor's cache), and ``s1.generate`` runs the faster.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ import shutil
 
 import torch
 from torch import nn
+from torch._dynamo import config as dynamo_config
 
 from s1.weights import FormatInfo, choose_threads, use_weight_format
 
 COMPILERS = ("g++", "c++", "clang++")
+GRAPHS_PER_MODEL = 8  # room in dynamo's cache made by each compile_decode_step (see there)
 
 
 def check_cpp_compiler() -> None:
@@ -64,6 +68,10 @@ def compile_decode_step(model: nn.Module, backend: str = "inductor", mode: str |
     if on_cpu:
         info = use_weight_format(model, fmt, "compiled", threads=fixed)
         model.eager_decode_format = (fmt, kernel, eager_threads)
+    # Every model's step is the same function to dynamo, whose graphs for all models share one cache of
+    # ``recompile_limit`` entries (8 by default); past it dynamo silently runs the step eagerly. Each model
+    # compiled here adds up to GRAPHS_PER_MODEL (thread counts x one row / batched).
+    dynamo_config.recompile_limit += GRAPHS_PER_MODEL
     model.decode_one_token = torch.compile(model.decode_one_token, dynamic=True, backend=backend, mode=mode)
     if not on_cpu:
         return None

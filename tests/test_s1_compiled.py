@@ -103,6 +103,22 @@ def test_compiled_step_threads_timed_or_fixed() -> None:
         assert compile_decode_step(model, backend="aot_eager") is None  # already compiled: nothing done
 
 
+def test_many_compiled_models_all_get_their_graphs() -> None:
+    """All models' steps share dynamo's cache of one function: past its default 8 entries dynamo would run
+    the step eagerly without a word. Five models timed at two thread counts need ten graphs."""
+    graphs = []
+
+    def counting_backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(gm)
+        return gm.forward
+
+    with thread_count(2):
+        for _ in range(5):
+            info = compile_decode_step(tiny_model(1), backend=counting_backend)
+            assert set(info.step_ms_by_threads) == {2, 1}
+    assert len(graphs) == 10
+
+
 @pytest.mark.parametrize("wdtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("relu", [False, True])
 def test_reduction_linear_equals_linear_compiled_and_eager(wdtype: torch.dtype, relu: bool) -> None:

@@ -121,10 +121,11 @@ def cached_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Te
     Eager, and for more than one query row: ``F.scaled_dot_product_attention``. One query row inside a
     compiled graph (a decode step): the scores, softmax and weighted sum written as reductions, which
     inductor fuses into loops that read the cache once (the flash-attention CPU kernel makes two small
-    matrix products per head per call, which cost more than the arithmetic at one row).
+    matrix products per head per call, which cost more than the arithmetic at one row). k, v may be
+    stored in 16 bits (``TransformerDecoder.cache_dtype``): the products widen them to q's dtype.
     """
-    if q.shape[-2] != 1 or not torch.compiler.is_compiling():
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if q.shape[-2] != 1 or not torch.compiler.is_compiling():  # a 16-bit cache (``cache_dtype``) widened for SDPA
+        return F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
     scores = (q * k).sum(-1) * q.shape[-1] ** -0.5  # [B, H, S_k]
     if mask is not None:
         scores = scores.masked_fill(~mask[:, :, 0, :], float("-inf"))  # mask [B or 1, 1, 1, S_k]
@@ -254,6 +255,7 @@ class TransformerDecoder(nn.Module):
         self.rope = RotaryEmbedding(dim // n_head) if rope else None
         self.caches: list[KVCache] | None = None
         self.decode_linear: Linear | None = None  # linears of cached no-grad calls (s1.weights); None = F.linear
+        self.cache_dtype: torch.dtype | None = None  # KV cache dtype of setup_cache (s1.weights); None = the weights'
 
     def setup_cache(
         self,
@@ -263,10 +265,11 @@ class TransformerDecoder(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        """Allocate one ``KVCache [B, H, max_len, Dh]`` per layer (replacing any previous ones)."""
+        """Allocate one ``KVCache [B, H, max_len, Dh]`` per layer (replacing any previous ones); ``dtype``
+        defaults to ``cache_dtype``, else the weights' dtype."""
         ref = self.layers[0].self_attn.in_proj.weight
         device = ref.device if device is None else device
-        dtype = ref.dtype if dtype is None else dtype
+        dtype = dtype or self.cache_dtype or ref.dtype
         self.caches = [
             KVCache(batch, layer.self_attn.n_head, max_len, layer.self_attn.head_dim, device=device, dtype=dtype)
             for layer in self.layers

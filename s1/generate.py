@@ -215,7 +215,7 @@ def generate_steps(
         # ---- prefill ------------------------------------------------------------------
         max_len = s0 + max(caps)
         if use_cache:
-            model.transformer.setup_cache(n_rows, max_len, device=device, dtype=x0.dtype)
+            model.transformer.setup_cache(n_rows, max_len, device=device)
             dec_mask = torch.ones(n_rows, 1, 1, max_len, dtype=torch.bool, device=device)
             dec_mask[:, 0, 0, :s0] = key_valid
             padded = not bool(key_valid.all())

@@ -48,7 +48,8 @@ def test_compiled_decode_step_logits_equal_eager(fmt: str) -> None:
     """fp32/fp16/bf16 are packed as ``reduction_linear`` for the graph ("compiled" kernel): its logits
     (teacher-forced over 12 steps) equal that packing's run eagerly (``F.linear`` on the widened weights)
     up to summation order, sampling gives the same tokens, and for fp32 and fp16 the eager kernels of the
-    format (F.linear/oneDNN, fbgemm) give those logits too (bf16's eager kernels also round the input)."""
+    format (F.linear/oneDNN, fbgemm) give those logits too with an fp32 KV cache (bf16's eager kernels also
+    round the input; the compiled packing's bf16 cache is checked by ``test_compiled_16_bit_formats_...``)."""
     model = tiny_model(2).eval()  # teacher_forced_logits runs the model as it is (no dropout in eval)
     phones, prompts = rows(1)
     tokens = torch.randint(0, model.codebook_size, (12,), generator=torch.Generator().manual_seed(0))
@@ -56,8 +57,11 @@ def test_compiled_decode_step_logits_equal_eager(fmt: str) -> None:
     format_logits = teacher_forced_logits(model, phones[0], prompts[0], tokens)
     use_weight_format(model, fmt, "compiled", threads=1)
     eager_logits = teacher_forced_logits(model, phones[0], prompts[0], tokens)
-    if fmt != "bf16":
-        torch.testing.assert_close(eager_logits, format_logits, rtol=1e-4, atol=1e-4)
+    if fmt != "bf16":  # the linears alone: with the format's fp32 KV cache
+        model.transformer.cache_dtype = None
+        fp32_cache_logits = teacher_forced_logits(model, phones[0], prompts[0], tokens)
+        torch.testing.assert_close(fp32_cache_logits, format_logits, rtol=1e-4, atol=1e-4)
+        use_weight_format(model, fmt, "compiled", threads=1)
     kw = dict(max_new_tokens=[10, 7, 12], min_new_tokens=2, seed=3)
     eager = generate(model, phones, prompts, SAMPLED, **kw)
 
@@ -72,6 +76,31 @@ def test_compiled_decode_step_logits_equal_eager(fmt: str) -> None:
     uncompile_decode_step(model)  # back to the packing before compile_decode_step
     assert "decode_one_token" not in vars(model)
     assert model.decode_format[:2] == (fmt, "compiled")
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fp16", "int8"])
+def test_compiled_16_bit_formats_keep_a_bf16_kv_cache(fmt: str) -> None:
+    """With the compiled kernel every format but fp32 stores the KV cache in bf16: its logits stay within
+    bf16's rounding of the fp32-cache logits, and uncompiling brings the weights' dtype back."""
+    model = tiny_model(2).eval()
+    phones, prompts = rows(1)
+    tokens = torch.randint(0, model.codebook_size, (12,), generator=torch.Generator().manual_seed(0))
+    use_weight_format(model, fmt, threads=1)
+    fp32_cache = teacher_forced_logits(model, phones[0], prompts[0], tokens)
+    assert model.transformer.cache_dtype is None
+    info = compile_decode_step(model, backend="aot_eager", threads=1)
+    want = None if fmt == "fp32" else torch.bfloat16
+    assert model.transformer.cache_dtype is want and info.cache_dtype == (None if want is None else "bf16")
+    model.transformer.setup_cache(1, 4)
+    assert model.transformer.caches[0].kv.dtype == (want or torch.float32)
+    model.transformer.reset_cache()
+    compiled = teacher_forced_logits(model, phones[0], prompts[0], tokens)
+    tol = 1e-4 if fmt == "fp32" else 4e-3 * float(fp32_cache.abs().max())
+    torch.testing.assert_close(compiled, fp32_cache, rtol=0, atol=tol)
+    if fmt != "fp32":
+        assert not torch.equal(compiled, fp32_cache)  # the cache was rounded
+    uncompile_decode_step(model)
+    assert model.transformer.cache_dtype is None
 
 
 def test_uncompile_restores_the_eager_kernels() -> None:

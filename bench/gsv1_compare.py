@@ -28,7 +28,8 @@ fp32, CPU. Parts (``--parts``, default all but none of the GS-current-only ones)
   tokens, ``--new-tokens`` new tokens, the gsv1 sampling preset (top_k 10), EOS disabled,
   GS ``infer_panel`` (fp32) vs our ``generate_detailed`` (KV cache) in each ``--weights`` format
   (``s1.weights``: fp32, bf16, fp16, int8), interleaved runs, medians; per non-fp32 format its agreement
-  with our fp32 over ``--agreement-steps`` greedy tokens (``s1.weights.compare_with_fp32``);
+  with our fp32 over ``--agreement-steps`` greedy tokens (``s1.weights.compare_with_fp32``) of each of
+  ``--agreement-inputs`` random inputs, pooled (and the lowest input's);
 - ``speed-s2``: ``decode`` of ``--seconds`` of audio, GS (fp32) vs ours in fp32 and, with
   ``--s2-bf16`` (default on CPUs with native bf16), ours with the generator under bf16 autocast
   (``--s2-precision bf16`` of tts.py/s2_infer.py) with its SNR against our fp32 output (noise scale 0);
@@ -286,15 +287,33 @@ def interleaved(runs: dict[str, callable], repeats: int) -> dict[str, list[float
     return times
 
 
+def pooled_agreement(model: torch.nn.Module, inputs: list[tuple], refs: list, steps: int, fmt: str,
+                     kernel: str) -> dict:
+    """``fmt`` against fp32 over several inputs ``(phones, prompt, bert)`` with their fp32 references: the pooled
+    argmax agreement (all steps of all inputs), the lowest input's, and each input's ``Agreement``."""
+    from s1.weights import compare_with_fp32
+
+    each = [compare_with_fp32(model, phones, prompt, steps, fmt, bert=bert.T, kernel=kernel, reference=ref)
+            for (phones, prompt, bert), ref in zip(inputs, refs)]
+    rates = [a.argmax_agreement for a in each]
+    return {"argmax_agreement": sum(rates) / len(rates), "lowest_input": min(rates), "steps": steps * len(each),
+            "logits_max_abs_diff": max(a.logits_max_abs_diff for a in each), "per_input": [vars(a) for a in each]}
+
+
 def part_speed_s1(gs: gsr.GS, files: dict[int, Path], args: argparse.Namespace) -> dict:
     from infer.loading import load_s1
     from s1.compiled import compile_decode_step
-    from s1.weights import compare_with_fp32, use_weight_format
+    from s1.weights import fp32_reference, use_weight_format
 
     phones, prompt, bert = s1_inputs(args.n_phones, args.n_prompt, args.seed + 1)
+    agreement_inputs = [s1_inputs(args.n_phones, args.n_prompt, args.seed + 1 + i)
+                        for i in range(args.agreement_inputs)]
     formats = args.weights.split(",")
     out = {}
     for n_layer, path in files.items():
+        checked = load_s1(path, torch.device("cpu")).model  # agreement runs (eager; compiled: the graph's arithmetic)
+        refs = [] if args.agreement_steps <= 0 or formats == ["fp32"] else [
+            fp32_reference(checked, p, pr, args.agreement_steps, bert=b.T) for p, pr, b in agreement_inputs]
         gs_model = gsr.load_gs_s1(gs, path)
         n = args.new_tokens
         runs = {"gs": lambda m=gs_model, n=n: gsr.gs_s1_decode(m, phones, prompt, bert, n, top_k=10)}
@@ -319,11 +338,10 @@ def part_speed_s1(gs: gsr.GS, files: dict[int, Path], args: argparse.Namespace) 
                          "weights": formats_info[name]}
             if compiled:
                 res[name]["compile_s"] = round(compile_s[name] - med[name], 1)  # first call minus a run
-            if fmt != "fp32" and args.agreement_steps > 0:  # compiled: the graph's arithmetic, run eagerly
-                model = load_s1(path, torch.device("cpu")).model
-                res[name]["agreement_vs_fp32"] = vars(compare_with_fp32(
-                    model, phones, prompt, args.agreement_steps, fmt, bert=bert.T,
-                    kernel="compiled" if compiled else "auto"))
+            if fmt != "fp32" and refs:
+                res[name]["agreement_vs_fp32"] = pooled_agreement(checked, agreement_inputs, refs,
+                                                                  args.agreement_steps, fmt,
+                                                                  "compiled" if compiled else "auto")
         out[f"s1_{n_layer}L"] = res
     return out
 
@@ -425,6 +443,7 @@ def main(args: argparse.Namespace) -> None:
         "settings": {"steps": args.steps, "n_phones": args.n_phones, "n_prompt": args.n_prompt,
                      "new_tokens": args.new_tokens, "seconds": args.seconds, "repeats": args.repeats,
                      "seed": args.seed, "weights": args.weights, "agreement_steps": args.agreement_steps,
+                     "agreement_inputs": args.agreement_inputs,
                      "compile": args.compile,
                      "s2_bf16": args.s2_bf16},
         "checks": checks, "all_ok": all(c["ok"] for c in checks.values()), "speed": speed,
@@ -448,6 +467,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "without bf16 on CPUs with no native bf16, where it is emulated and ~30x slower than fp32)")
     p.add_argument("--agreement-steps", type=int, default=500,
                    help="greedy tokens of each non-fp32 format's check against fp32 in speed-s1 (0 = skip)")
+    p.add_argument("--agreement-inputs", type=int, default=3,
+                   help="random inputs (phonemes, prompt, BERT) of that check, pooled: one input's agreement on "
+                        "random weights swings by about a percent from input to input (default: 3)")
     p.add_argument("--s2-bf16", action=argparse.BooleanOptionalAction, default=cpu_bf16_native(),
                    help="also time our S2 decode under bf16 autocast in speed-s2 (default: on CPUs with native bf16)")
     p.add_argument("--compile", action="store_true",

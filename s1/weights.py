@@ -470,25 +470,46 @@ def teacher_forced_logits(model: nn.Module, phones: Tensor, prompt: Tensor, toke
     return torch.cat(rows).float()
 
 
-def compare_with_fp32(model: nn.Module, phones: Tensor, prompt: Tensor, steps: int, fmt: str,
-                      bert: Tensor | None = None, kernel: str = "auto") -> Agreement:
-    """Greedy decoding of ``steps`` tokens (EOS blocked, no penalty) in fp32 and in ``fmt``; see ``Agreement``.
-    Leaves the model in format ``fmt``."""
+@dataclass
+class Fp32Reference:
+    """fp32's greedy decoding of one row: ``tokens [steps]`` and the teacher-forced logits ``[steps, V]`` fed them."""
+
+    tokens: Tensor
+    logits: Tensor
+
+
+def _greedy_tokens(model: nn.Module, phones: Tensor, prompt: Tensor, steps: int, bert: Tensor | None) -> Tensor:
+    """``steps`` greedy tokens (EOS blocked, no penalty) of one row in the model's current format."""
     from s1.generate import generate  # s1.generate imports this module
     from s1.sampling import SamplingParams
 
     greedy = SamplingParams(top_k=1, greedy=True, repetition_penalty=1.0)
-    kw = dict(max_new_tokens=steps, max_tokens_per_phoneme=None, min_new_tokens=steps + 1,
-              bert=None if bert is None else [bert])
+    return generate(model, [phones], [prompt], greedy, max_new_tokens=steps, max_tokens_per_phoneme=None,
+                    min_new_tokens=steps + 1, bert=None if bert is None else [bert])[0]
+
+
+def fp32_reference(model: nn.Module, phones: Tensor, prompt: Tensor, steps: int, bert: Tensor | None = None,
+                   kernel: str = "auto") -> Fp32Reference:
+    """fp32's side of ``compare_with_fp32``, to compare several formats against one run. Leaves the model in fp32."""
     use_weight_format(model, "fp32", kernel)
-    ref_tokens = generate(model, [phones], [prompt], greedy, **kw)[0]
-    ref = teacher_forced_logits(model, phones, prompt, ref_tokens[:-1], bert)  # [steps, V]
+    tokens = _greedy_tokens(model, phones, prompt, steps, bert)
+    return Fp32Reference(tokens, teacher_forced_logits(model, phones, prompt, tokens[:-1], bert))
+
+
+def compare_with_fp32(model: nn.Module, phones: Tensor, prompt: Tensor, steps: int, fmt: str,
+                      bert: Tensor | None = None, kernel: str = "auto",
+                      reference: Fp32Reference | None = None) -> Agreement:
+    """Greedy decoding of ``steps`` tokens (EOS blocked, no penalty) in fp32 (``reference``, else run here) and in
+    ``fmt``; see ``Agreement``. Leaves the model in format ``fmt``."""
+    ref = reference or fp32_reference(model, phones, prompt, steps, bert, kernel)
+    if ref.tokens.numel() != steps:
+        raise ValueError(f"the fp32 reference holds {ref.tokens.numel()} tokens, not {steps}")
     use_weight_format(model, fmt, kernel)
-    own_tokens = generate(model, [phones], [prompt], greedy, **kw)[0]
-    got = teacher_forced_logits(model, phones, prompt, ref_tokens[:-1], bert)
-    ref, got = ref[:, : model.eos_id], got[:, : model.eos_id]  # EOS (the last id) was blocked while decoding
-    same = (own_tokens == ref_tokens).long().cumprod(0).sum()
+    own_tokens = _greedy_tokens(model, phones, prompt, steps, bert)
+    got = teacher_forced_logits(model, phones, prompt, ref.tokens[:-1], bert)
+    want, got = ref.logits[:, : model.eos_id], got[:, : model.eos_id]  # EOS (the last id) was blocked while decoding
+    same = (own_tokens == ref.tokens).long().cumprod(0).sum()
     return Agreement(weight_format=fmt, steps=steps,
-                     argmax_agreement=float((got.argmax(-1) == ref.argmax(-1)).float().mean()),
-                     logits_max_abs_diff=float((got - ref).abs().max()), logits_max_abs=float(ref.abs().max()),
+                     argmax_agreement=float((got.argmax(-1) == want.argmax(-1)).float().mean()),
+                     logits_max_abs_diff=float((got - want).abs().max()), logits_max_abs=float(want.abs().max()),
                      free_running_identical=int(same))

@@ -12,6 +12,7 @@ from s1.weights import (
     WEIGHT_FORMATS,
     PackedLinears,
     compare_with_fp32,
+    fp32_reference,
     pack_fp16,
     pack_fp32,
     pack_int8,
@@ -52,6 +53,20 @@ def test_format_agrees_with_fp32(fmt: str) -> None:
     else:
         assert agree.logits_max_abs_diff > 0  # really another format, not fp32 again
     assert model.transformer.decode_linear.info.weight_format == fmt
+
+
+def test_comparison_against_a_stored_fp32_reference_is_the_full_comparison() -> None:
+    """One fp32 run serves several formats: the same ``Agreement`` as running fp32 again; a reference of
+    another length is refused."""
+    model = tiny_model(2)
+    phones, prompt = inputs(2)
+    ref = fp32_reference(model, phones, prompt, steps=25)
+    assert ref.tokens.shape == (25,) and ref.logits.shape == (25, model.vocab_size)
+    for fmt in ("int8", "fp16"):
+        assert compare_with_fp32(model, phones, prompt, 25, fmt, reference=ref) == compare_with_fp32(
+            model, phones, prompt, 25, fmt)
+    with pytest.raises(ValueError, match="holds 25 tokens, not 30"):
+        compare_with_fp32(model, phones, prompt, 30, "int8", reference=ref)
 
 
 def test_teacher_forced_logits_are_the_generation_logits() -> None:

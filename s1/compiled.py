@@ -24,10 +24,21 @@ Threads: which count is faster depends on the machine: on the 2-core AVX2 EPYC t
 12.7 vs 18.6 ms fp32, ``OMP_WAIT_POLICY=PASSIVE``: each of the step's parallel loops wakes the other
 thread). So, as for eager steps, both are timed, each with its own graph (dynamo guards on the thread
 count; the second compilation mostly hits inductor's cache), and ``s1.generate`` runs the faster.
+
+Guards: before each call dynamo checks the graph's guards (the model's modules and tensors, the inputs'
+kinds and shapes, the thread count): ~0.75 ms of a ~6 ms 12-layer bf16 step. Within one generation the
+step is called again and again with the same model, thread count, batch and mask kind (only the cache
+slot, a dynamic int, and the token values change), so ``s1.generate`` checks them on the first call of
+each such run of steps and skips them on the next ones (``trusted_repeat``; 12-layer bf16 step 5.86 ->
+5.11 ms, medians of 15 interleaved; 400-token generations 166 -> 197 decode tok/s, medians of 5
+interleaved; 2-core AVX-512 EPYC, 2 threads). Should a trusted call pass none of the graphs' distinguishing
+guards, dynamo raises ("Recompilation triggered with skip_guard_eval_unsafe stance"): a test makes sure
+a generation's changes (first step, rows finishing) run all guards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -86,3 +97,16 @@ def uncompile_decode_step(model: nn.Module) -> None:
     before = vars(model).pop("eager_decode_format", None)
     if before is not None:
         use_weight_format(model, *before)
+
+
+def trusted_repeat(model: nn.Module, same_as_last: bool) -> contextlib.AbstractContextManager:
+    """Run a compiled decode step with only the guards that tell its graphs apart (dynamo's
+    ``skip_guard_eval_unsafe``: the tensor guards and those that ever caused a recompilation) when
+    ``same_as_last``: the caller's previous call of this model's step, made with the guards checked or
+    trusted in turn, had the same batch size, mask kind (None or a tensor) and thread count, and nothing
+    else about the model or its inputs has changed since (as between the steps of one generation). Such a
+    call passes every guard the previous one passed, so it needs no new graph and gets the previous one's.
+    Anything else (an eager step, the first step, a changed batch): all guards run."""
+    if same_as_last and "decode_one_token" in vars(model):
+        return torch.compiler.set_stance(skip_guard_eval_unsafe=True)
+    return contextlib.nullcontext()

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from s1.compiled import trusted_repeat
 from s1.loops import LoopDetector
 from s1.model import Text2Semantic, prefix_lm_mask
 from s1.sampling import SamplingParams, apply_repetition_penalty_, pick_tokens, token_presence
@@ -230,6 +231,7 @@ def generate_steps(
         out: list[list[int]] = [[] for _ in range(n_rows)]
         reasons = [""] * n_rows
         step = 0
+        last_kind = None  # (batch rows, padded, threads) of the previous decode step
         while True:
             logits = logits.float()
             if step < min_new_tokens:
@@ -276,7 +278,10 @@ def generate_steps(
                 cur = s0 + step  # cache slot of this step's token
                 mask = dec_mask[:, :, :, : cur + 1] if padded else None
                 with decode_threads(model):  # the thread count timed fastest for this step (s1.weights)
-                    logits = model.decode_one_token(tok, positions, cur, mask, phone_lens)
+                    kind = (len(alive), padded, torch.get_num_threads())  # a compiled step's guards run when it changes
+                    with trusted_repeat(model, kind == last_kind):  # (s1.compiled)
+                        logits = model.decode_one_token(tok, positions, cur, mask, phone_lens)
+                last_kind = kind
             else:
                 seq = torch.cat([seq, model.embed_tokens(tok[:, None], positions[:, None])], dim=1)
                 key_valid = torch.cat([key_valid, key_valid.new_ones(len(alive), 1)], dim=1)

@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import s1.generate
 from modules.transformer import cached_attention, plain_linear, reduction_linear
-from s1.compiled import check_cpp_compiler, compile_decode_step, uncompile_decode_step
+from s1.compiled import check_cpp_compiler, compile_decode_step, trusted_repeat, uncompile_decode_step
 from s1.generate import generate
 from s1.weights import teacher_forced_logits, thread_count, use_weight_format
 from tests.test_s1_generate import SAMPLED, rows, tiny_model
@@ -101,6 +102,43 @@ def test_compiled_16_bit_formats_keep_a_bf16_kv_cache(fmt: str) -> None:
         assert not torch.equal(compiled, fp32_cache)  # the cache was rounded
     uncompile_decode_step(model)
     assert model.transformer.cache_dtype is None
+
+
+def test_generation_trusts_the_guards_only_of_repeated_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within one generation a compiled step skips dynamo's guards (all but those that tell graphs apart)
+    exactly when the previous step had the same batch, mask kind and threads: not on the first step, not
+    when rows finish; the tokens stay the eager ones. An eager step never skips them."""
+    model = tiny_model(3)
+    phones, prompts = rows(4)  # padded rows that finish at different steps
+    kw = dict(max_new_tokens=[12, 5, 8], min_new_tokens=2, seed=2)
+    use_weight_format(model, "fp32", threads=1)
+    eager = generate(model, phones, prompts, SAMPLED, **kw)
+    assert trusted_repeat(model, True).__class__.__name__ == "nullcontext"  # eager: nothing to skip
+    seen: list[tuple[int, bool, bool]] = []
+
+    def recording(m: torch.nn.Module, same_as_last: bool):
+        ctx = trusted_repeat(m, same_as_last)
+
+        class Recorded:
+            def __enter__(self):
+                ctx.__enter__()
+                skipping = torch._dynamo.eval_frame._is_skip_guard_eval_unsafe_stance()
+                seen.append((model.transformer.caches[0].batch, same_as_last, skipping))
+
+            def __exit__(self, *exc):
+                return ctx.__exit__(*exc)
+        return Recorded()
+
+    monkeypatch.setattr(s1.generate, "trusted_repeat", recording)
+    compile_decode_step(model, backend="aot_eager", threads=1)
+    compiled = generate(model, phones, prompts, SAMPLED, **kw)
+    assert [t.tolist() for t in compiled] == [t.tolist() for t in eager]
+    batches = [b for b, _, _ in seen]
+    assert batches[0] == 3 and batches[-1] == 1 and len(set(batches)) == 3  # rows finished mid-way
+    want = [i > 0 and batches[i] == batches[i - 1] for i in range(len(seen))]
+    assert [same for _, same, _ in seen] == want
+    assert [skip for _, _, skip in seen] == want
+    assert not torch._dynamo.eval_frame._is_skip_guard_eval_unsafe_stance()  # restored after the loop
 
 
 def test_uncompile_restores_the_eager_kernels() -> None:

@@ -22,7 +22,8 @@ needs a C++ compiler on the CPU (``g++``/``clang++``); without one ``compile_dec
 Threads: which count is faster depends on the machine: on the 2-core AVX2 EPYC two threads were
 (11-12 vs 15-19 ms per 12-layer fp16 step), on a 2-core AVX-512 EPYC one was (7.9 vs 11.7 ms bf16,
 12.7 vs 18.6 ms fp32, ``OMP_WAIT_POLICY=PASSIVE``: each of the step's parallel loops wakes the other
-thread). So, as for eager steps, both are timed, each with its own graph (dynamo guards on the thread
+thread), and with OpenMP's default wait policy (threads spin a while before they sleep) two were again
+(5.3 vs 5.9 ms bf16). So, as for eager steps, both are timed, each with its own graph (dynamo guards on the thread
 count; the second compilation mostly hits inductor's cache), and ``s1.generate`` runs the faster.
 
 Guards: before each call dynamo checks the graph's guards (the model's modules and tensors, the inputs'

@@ -27,14 +27,14 @@ thread), and with OpenMP's default wait policy (threads spin a while before they
 count; the second compilation mostly hits inductor's cache), and ``s1.generate`` runs the faster.
 
 Guards: before each call dynamo checks the graph's guards (the model's modules and tensors, the inputs'
-kinds and shapes, the thread count): ~0.75 ms of a ~6 ms 12-layer bf16 step. Within one generation the
-step is called again and again with the same model, thread count, batch and mask kind (only the cache
-slot, a dynamic int, and the token values change), so ``s1.generate`` checks them on the first call of
-each such run of steps and skips them on the next ones (``trusted_repeat``; 12-layer bf16 step 5.86 ->
-5.11 ms, medians of 15 interleaved; 400-token generations 166 -> 197 decode tok/s, medians of 5
+kinds and shapes, the thread count): ~0.75 ms of a ~6 ms 12-layer bf16 step. Within one generation the step
+is called again and again with the same model, thread count, batch and mask kind (only the cache slot, a
+dynamic int, and the token values change), so ``s1.generate`` checks them on the first call of each such run
+of steps and on the next ones runs only those that tell the graphs apart (``trusted_repeat``; 12-layer bf16
+step 5.86 -> 5.11 ms, medians of 15 interleaved; 400-token generations 166 -> 197 decode tok/s, medians of 5
 interleaved; 2-core AVX-512 EPYC, 2 threads). Should a trusted call pass none of the graphs' distinguishing
-guards, dynamo raises ("Recompilation triggered with skip_guard_eval_unsafe stance"): a test makes sure
-a generation's changes (first step, rows finishing) run all guards.
+guards, dynamo raises ("Recompilation triggered with skip_guard_eval_unsafe stance"): a test makes sure a
+generation's changes (first step, rows finishing) run all guards.
 """
 
 from __future__ import annotations

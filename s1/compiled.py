@@ -45,7 +45,6 @@ import shutil
 
 import torch
 from torch import nn
-from torch._dynamo import config as dynamo_config
 
 from s1.weights import FormatInfo, choose_threads, use_weight_format
 
@@ -83,6 +82,8 @@ def compile_decode_step(model: nn.Module, backend: str = "inductor", mode: str |
     # Every model's step is the same function to dynamo, whose graphs for all models share one cache of
     # ``recompile_limit`` entries (8 by default); past it dynamo silently runs the step eagerly. Each model
     # compiled here adds up to GRAPHS_PER_MODEL (thread counts x one row / batched).
+    from torch._dynamo import config as dynamo_config  # here: importing dynamo takes ~1.7 s, s1.generate imports us
+
     dynamo_config.recompile_limit += GRAPHS_PER_MODEL
     model.decode_one_token = torch.compile(model.decode_one_token, dynamic=True, backend=backend, mode=mode)
     if not on_cpu:

@@ -8,6 +8,10 @@ backend is timed and checked by ``bench/s1_decode.py --compile`` and ``bench/gsv
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -139,6 +143,14 @@ def test_generation_trusts_the_guards_only_of_repeated_steps(monkeypatch: pytest
     assert [same for _, same, _ in seen] == want
     assert [skip for _, _, skip in seen] == want
     assert not torch._dynamo.eval_frame._is_skip_guard_eval_unsafe_stance()  # restored after the loop
+
+
+def test_generation_does_not_import_dynamo_until_a_step_is_compiled() -> None:
+    """s1.generate imports s1.compiled; dynamo (~1.7 s to import) comes only with ``compile_decode_step``."""
+    code = "import sys, s1.generate, tts; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"
 
 
 def test_uncompile_restores_the_eager_kernels() -> None:

@@ -8,8 +8,10 @@ backend is timed and checked by ``bench/s1_decode.py --compile`` and ``bench/gsv
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -117,21 +119,15 @@ def test_generation_trusts_the_guards_only_of_repeated_steps(monkeypatch: pytest
     kw = dict(max_new_tokens=[12, 5, 8], min_new_tokens=2, seed=2)
     use_weight_format(model, "fp32", threads=1)
     eager = generate(model, phones, prompts, SAMPLED, **kw)
-    assert trusted_repeat(model, True).__class__.__name__ == "nullcontext"  # eager: nothing to skip
+    assert isinstance(trusted_repeat(model, True), contextlib.nullcontext)  # eager: nothing to skip
     seen: list[tuple[int, bool, bool]] = []
 
-    def recording(m: torch.nn.Module, same_as_last: bool):
-        ctx = trusted_repeat(m, same_as_last)
-
-        class Recorded:
-            def __enter__(self):
-                ctx.__enter__()
-                skipping = torch._dynamo.eval_frame._is_skip_guard_eval_unsafe_stance()
-                seen.append((model.transformer.caches[0].batch, same_as_last, skipping))
-
-            def __exit__(self, *exc):
-                return ctx.__exit__(*exc)
-        return Recorded()
+    @contextlib.contextmanager
+    def recording(m: torch.nn.Module, same_as_last: bool) -> Iterator[None]:
+        with trusted_repeat(m, same_as_last):
+            skipping = torch._dynamo.eval_frame._is_skip_guard_eval_unsafe_stance()
+            seen.append((model.transformer.caches[0].batch, same_as_last, skipping))
+            yield
 
     monkeypatch.setattr(s1.generate, "trusted_repeat", recording)
     compile_decode_step(model, backend="aot_eager", threads=1)
